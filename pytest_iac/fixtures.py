@@ -1,0 +1,199 @@
+"""The deploy fixtures, and `deployment()` that builds shared ones.
+
+Every deploying fixture comes from one generator, `_deployments()`: it hands out a deploy
+function and, on teardown, destroys what that function deployed. The destroy is registered
+before the apply starts, so a failed or half-finished apply is destroyed too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from pytest_iac.errors import DestroyError, IacError
+from pytest_iac.plan import Plan
+from pytest_iac.run import IacRun
+from pytest_iac.sandbox import Stack
+
+RUN_KEY = pytest.StashKey[IacRun]()
+REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+# Set on the function of every fixture that deploys: tests using one are marked `sandbox`.
+DEPLOYS = "_pytest_iac_deploys"
+
+
+class Deploy(Protocol):
+    def __call__(
+        self,
+        path: str | Path = ".",
+        *,
+        vars: Mapping[str, Any] | None = None,
+        var_files: Sequence[str | Path] = (),
+        env: Mapping[str, str] | None = None,
+        backend_config: Mapping[str, Any] | None = None,
+    ) -> Stack: ...
+
+
+def iac_run(request: pytest.FixtureRequest) -> IacRun:
+    return request.config.stash[RUN_KEY]
+
+
+def _base_dir(request: pytest.FixtureRequest) -> Path:
+    """Where relative module paths start: the requesting test file's directory."""
+    if request.scope in ("session", "package"):
+        return request.config.rootpath
+    return Path(request.path).parent
+
+
+def _test_failed(request: pytest.FixtureRequest, failures_before: int) -> bool:
+    if request.scope == "function":
+        reports = request.node.stash.get(REPORTS_KEY, {})
+        return any(report.failed for report in reports.values())
+    return request.session.testsfailed > failures_before
+
+
+def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
+    run = iac_run(request)
+    base = _base_dir(request)
+    failures_before = request.session.testsfailed
+    stacks: list[Stack] = []
+
+    def deploy(
+        path: str | Path = ".",
+        *,
+        vars: Mapping[str, Any] | None = None,
+        var_files: Sequence[str | Path] = (),
+        env: Mapping[str, str] | None = None,
+        backend_config: Mapping[str, Any] | None = None,
+    ) -> Stack:
+        __tracebackhide__ = True
+        try:
+            stack = run.sandbox.stack(
+                base / path,
+                run.name(request.node.name, request.node.nodeid),
+                vars=vars,
+                var_files=[base / f for f in var_files],
+                env=env,
+                backend_config=backend_config,
+            )
+            stacks.append(stack)  # registered for teardown before the apply starts
+            return stack.apply()
+        except IacError as error:
+            # The user's line and terraform's diagnostic; no trace through our internals.
+            raise error.with_traceback(None) from None
+
+    yield deploy
+
+    errors: list[str] = []
+    for stack in reversed(stacks):
+        if run.teardown == "never":
+            run.keep(stack, "--iac-teardown=never")
+        elif run.teardown == "on-success" and _test_failed(request, failures_before):
+            run.keep(stack, "--iac-teardown=on-success and the test failed")
+        else:
+            try:
+                stack.destroy()
+            except DestroyError as error:
+                errors.append(str(error))
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+def _deploy_fixture(scope: str, name: str) -> Any:
+    def fixture(request: pytest.FixtureRequest) -> Iterator[Deploy]:
+        yield from _deployments(request)
+
+    setattr(fixture, DEPLOYS, True)
+    fixture.__name__ = name
+    fixture.__doc__ = f"""Deploy a module for the {scope}: `{name}(path, *, vars=...) -> Stack`.
+
+    A relative path resolves against the test file's directory. Every deployment is
+    destroyed when the {scope} ends (see --iac-teardown)."""
+    return pytest.fixture(scope=scope, name=name)(fixture)  # type: ignore[call-overload]
+
+
+# One generator, three scopes.
+iac_deploy = _deploy_fixture("function", "iac_deploy")
+iac_module_deploy = _deploy_fixture("module", "iac_module_deploy")
+iac_session_deploy = _deploy_fixture("session", "iac_session_deploy")
+
+
+def deployment(
+    path: str | Path,
+    *,
+    scope: str = "module",
+    vars: Mapping[str, Any] | None = None,
+    var_files: Sequence[str | Path] = (),
+    env: Mapping[str, str] | None = None,
+    backend_config: Mapping[str, Any] | None = None,
+) -> Any:
+    """A fixture that deploys `path` once for `scope`, shared by the tests that use it.
+
+        network = pytest_iac.deployment("../network", vars={"name": "shared"})
+
+        def test_subnets(network):  # network is a Stack
+            assert len(network.outputs["subnet_ids"]) == 2
+
+    The fixture is named by the variable it is assigned to. A relative path resolves against
+    the directory of the test module using it (the rootdir for scope="session").
+    """
+    if scope not in ("class", "module", "package", "session"):
+        raise ValueError(f"scope must be class, module, package or session, not {scope!r}")
+
+    def fixture(request: pytest.FixtureRequest) -> Iterator[Stack]:
+        deployments = _deployments(request)
+        deploy = next(deployments)
+        try:
+            stack = deploy(
+                path, vars=vars, var_files=var_files, env=env, backend_config=backend_config
+            )
+        except IacError as error:
+            _finish(deployments)
+            pytest.fail(str(error), pytrace=False)
+        yield stack
+        _finish(deployments)
+
+    setattr(fixture, DEPLOYS, True)
+    return pytest.fixture(scope=scope)(fixture)  # type: ignore[call-overload]
+
+
+def _finish(generator: Iterator[Any]) -> None:
+    for _ in generator:
+        pass
+
+
+@pytest.fixture
+def iac_name(request: pytest.FixtureRequest) -> str:
+    """A short DNS-safe name unique to this test and run, e.g. `t-test-bucket-3f9a1c`."""
+    return iac_run(request).name(request.node.name, request.node.nodeid)
+
+
+@pytest.fixture
+def iac_plan(request: pytest.FixtureRequest) -> Callable[..., Plan]:
+    """Plan a module against empty state, deploying nothing: `iac_plan(path, *, vars=...)`."""
+    run = iac_run(request)
+    base = _base_dir(request)
+
+    def plan(
+        path: str | Path = ".",
+        *,
+        vars: Mapping[str, Any] | None = None,
+        var_files: Sequence[str | Path] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> Plan:
+        __tracebackhide__ = True
+        try:
+            return run.sandbox.plan(
+                base / path,
+                run.name(request.node.name, request.node.nodeid),
+                vars=vars,
+                var_files=[base / f for f in var_files],
+                env=env,
+            )
+        except IacError as error:
+            raise error.with_traceback(None) from None
+
+    return plan

@@ -1,0 +1,222 @@
+"""pytest glue: options, ini values, markers, hooks and the fixtures' registration. Thin."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+from pytest_iac.engine import (
+    DEFAULT_RETRYABLE_ERRORS,
+    DEFAULT_TIMEOUT,
+    Settings,
+    provider_mirrors_from_env,
+)
+from pytest_iac.errors import IacError
+from pytest_iac.fixtures import (
+    DEPLOYS,
+    REPORTS_KEY,
+    RUN_KEY,
+    iac_deploy,
+    iac_module_deploy,
+    iac_name,
+    iac_plan,
+    iac_session_deploy,
+)
+from pytest_iac.run import TEARDOWN_POLICIES, IacRun, new_run_id, plugin_cache
+from pytest_iac.sandbox import SensitiveStr
+
+__all__ = ["iac_deploy", "iac_module_deploy", "iac_name", "iac_plan", "iac_session_deploy"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("iac", "pytest-iac: Terraform sandbox deployments and drift checks")
+    group.addoption(
+        "--iac-binary",
+        help="Terraform engine: a path or name of terraform/tofu, or 'embedded' "
+        "(default: terraform, then tofu on PATH, then the embedded engine; "
+        "env PYTEST_IAC_BINARY; ini iac_binary)",
+    )
+    group.addoption(
+        "--iac-timeout",
+        type=float,
+        help=f"seconds one terraform command may run (default {DEFAULT_TIMEOUT:g}; "
+        "ini iac_timeout)",
+    )
+    group.addoption(
+        "--iac-retries",
+        type=int,
+        help="retries of a command that failed with a transient error (default 3; ini iac_retries)",
+    )
+    group.addoption(
+        "--iac-provider-mirror",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a filesystem mirror of providers, repeatable (ini iac_provider_mirrors; "
+        "env PYTEST_IAC_PROVIDER_MIRROR, separated like PATH)",
+    )
+    group.addoption(
+        "--iac-teardown",
+        choices=TEARDOWN_POLICIES,
+        help="when to destroy sandbox deployments: always (default), on-success (keep a "
+        "failed test's deployment for debugging) or never (ini iac_teardown)",
+    )
+    parser.addini("iac_binary", "Terraform engine: path, name or 'embedded'")
+    parser.addini("iac_timeout", "seconds one terraform command may run")
+    parser.addini("iac_retries", "retries of a command that failed with a transient error")
+    parser.addini(
+        "iac_retryable_errors",
+        "regular expressions (one a line) of retryable output",
+        type="linelist",
+    )
+    parser.addini("iac_provider_mirrors", "filesystem mirrors of providers", type="paths")
+    parser.addini("iac_teardown", "always, on-success or never")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sandbox: deploys into the sandbox (added automatically to tests using a deploying "
+        "fixture: iac_deploy, iac_module_deploy, iac_session_deploy, pytest_iac.deployment)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "drift(path=None, *, backend_config=None, vars=None): plan-only check of a live root "
+        "module; gives the test an `iac_drift` fixture with its Plan",
+    )
+    config.stash[RUN_KEY] = _iac_run(config)
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "iac-xdist")
+    if config.getoption("capture") == "no" and not config.getini("log_cli"):
+        _show_terraform_output()
+
+
+def _iac_run(config: pytest.Config) -> IacRun:
+    """The run's settings from options, then ini, then environment; bad values are usage errors."""
+
+    def setting(option: str, ini: str, env: str | None = None) -> str | None:
+        value = config.getoption(option) or config.getini(ini) or None
+        if value is None and env:
+            value = os.environ.get(env) or None
+        return str(value) if value is not None else None
+
+    def number(option: str, ini: str, kind: type[float] | type[int], default: float) -> float:
+        raw = setting(option, ini)
+        try:
+            value = kind(raw) if raw is not None else default
+        except ValueError:
+            raise pytest.UsageError(f"{ini} must be a number, not {raw!r}") from None
+        if value < 0:
+            raise pytest.UsageError(f"{ini} must not be negative, not {raw!r}")
+        return value
+
+    teardown = setting("iac_teardown", "iac_teardown") or "always"
+    if teardown not in TEARDOWN_POLICIES:
+        raise pytest.UsageError(
+            f"iac_teardown must be one of {', '.join(TEARDOWN_POLICIES)}, not {teardown!r}"
+        )
+    mirrors = [
+        *(Path(m) for m in config.getoption("iac_provider_mirror")),
+        *config.getini("iac_provider_mirrors"),
+        *provider_mirrors_from_env(os.environ.get("PYTEST_IAC_PROVIDER_MIRROR")),
+    ]
+    settings = Settings(
+        timeout=number("iac_timeout", "iac_timeout", float, DEFAULT_TIMEOUT),
+        retries=int(number("iac_retries", "iac_retries", int, 3)),
+        retryable_errors=(*DEFAULT_RETRYABLE_ERRORS, *config.getini("iac_retryable_errors")),
+        provider_mirrors=tuple(dict.fromkeys(mirrors)),
+        plugin_cache_dir=plugin_cache(),
+    )
+    worker = getattr(config, "workerinput", None)
+    run = IacRun(
+        rootdir=config.rootpath,
+        run_id=worker["iac_run_id"] if worker else new_run_id(),
+        settings=settings,
+        engine_spec=setting("iac_binary", "iac_binary", "PYTEST_IAC_BINARY"),
+        teardown=teardown,
+        worker=worker["workerid"] if worker else "main",
+    )
+    if run.engine_spec:  # asked for by name: a wrong one is a usage error, found now
+        try:
+            run.engine  # noqa: B018
+        except IacError as error:
+            raise pytest.UsageError(str(error)) from None
+    return run
+
+
+class _XdistHooks:
+    """Registered only when pytest-xdist is installed: workers share the controller's run id."""
+
+    @staticmethod
+    def pytest_configure_node(node: object) -> None:
+        config: pytest.Config = node.config  # type: ignore[attr-defined]
+        node.workerinput["iac_run_id"] = config.stash[RUN_KEY].run_id  # type: ignore[attr-defined]
+
+
+def _show_terraform_output() -> None:
+    """With -s, show terraform's output live, as a user running it by hand would see it."""
+    logger = logging.getLogger("pytest_iac")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    run = config.stash[RUN_KEY]
+    try:
+        return f"iac: {run.terraform.describe()}"
+    except IacError as error:
+        return f"iac: no engine ({str(error).splitlines()[0]})"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a deploying fixture `sandbox`, so -m selects it."""
+    for item in items:
+        fixtureinfo = getattr(item, "_fixtureinfo", None)
+        if fixtureinfo is None:
+            continue
+        for fixturedefs in fixtureinfo.name2fixturedefs.values():
+            if fixturedefs and getattr(fixturedefs[-1].func, DEPLOYS, False):
+                item.add_marker(pytest.mark.sandbox)
+                break
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # Kept per phase so teardown can tell a failed test from a passed one (on-success).
+    report = yield
+    item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+    return report
+
+
+def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:
+    """Never show a sensitive output in an assertion message, nor what it was compared to."""
+    if isinstance(left, SensitiveStr) or isinstance(right, SensitiveStr):
+        return [
+            f"<sensitive> {op} <sensitive>",
+            "(a sensitive output: values hidden by pytest-iac)",
+        ]
+    return None
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    run = terminalreporter.config.stash[RUN_KEY]
+    if run.kept:
+        terminalreporter.section("pytest-iac: deployments kept", yellow=True)
+        for stack in run.kept:
+            terminalreporter.line(f"{stack.source} in {stack.workdir}")
+            terminalreporter.line(f"  destroy: {stack.destroy_command()}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(RUN_KEY, None)
+    if run is not None:
+        run.close()

@@ -1,0 +1,114 @@
+"""One test run's pytest-iac state: its engine, sandbox, names, and what it kept.
+
+Built by the plugin from options; usable without pytest (a script can make one too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pytest_iac.engine import Engine, Settings, Terraform, find_engine
+from pytest_iac.sandbox import Sandbox, Stack
+
+log = logging.getLogger("pytest_iac")
+
+Teardown = Literal["always", "on-success", "never"]
+TEARDOWN_POLICIES: tuple[Teardown, ...] = ("always", "on-success", "never")
+
+
+def home() -> Path:
+    """Where pytest-iac keeps working directories: `PYTEST_IAC_HOME`, else XDG state."""
+    if os.environ.get("PYTEST_IAC_HOME"):
+        return Path(os.environ["PYTEST_IAC_HOME"]).expanduser()
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "pytest-iac"
+
+
+def plugin_cache() -> Path:
+    """The provider plugin cache shared by every run: `PYTEST_IAC_PLUGIN_CACHE`, else XDG."""
+    if os.environ.get("PYTEST_IAC_PLUGIN_CACHE"):
+        return Path(os.environ["PYTEST_IAC_PLUGIN_CACHE"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "pytest-iac" / "plugin-cache"
+
+
+def project_dir(rootdir: Path) -> Path:
+    """This project's directory under `home()`: outside the source tree, one per checkout."""
+    rootdir = rootdir.resolve()
+    digest = hashlib.sha256(str(rootdir).encode()).hexdigest()[:10]
+    return home() / "projects" / f"{_slug(rootdir.name, 30) or 'root'}-{digest}"
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(4)
+
+
+def _slug(text: str, length: int) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:length].strip("-")
+
+
+@dataclass
+class IacRun:
+    """The engine, sandbox and bookkeeping of one pytest run (or one xdist worker's share)."""
+
+    rootdir: Path
+    run_id: str
+    settings: Settings
+    engine_spec: str | None = None  # what the user asked for; None: look on PATH
+    teardown: Teardown = "always"
+    worker: str = "main"
+    kept: list[Stack] = field(default_factory=list)
+    _engine: Engine | None = None
+    _terraform: Terraform | None = None
+    _sandbox: Sandbox | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = find_engine(self.engine_spec)
+        return self._engine
+
+    @property
+    def workdir(self) -> Path:
+        return project_dir(self.rootdir) / "runs" / f"{self.run_id}-{self.worker}"
+
+    @property
+    def terraform(self) -> Terraform:
+        if self._terraform is None:
+            self._terraform = Terraform(self.engine, self.settings, self.workdir)
+        return self._terraform
+
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            self._sandbox = Sandbox(self.terraform, self.workdir / "sandboxes")
+        return self._sandbox
+
+    def name(self, test_name: str, key: str) -> str:
+        """A short DNS-safe name, unique to this run and `key`: `t-<test>-<hash>`."""
+        digest = hashlib.sha256(f"{self.run_id}:{key}".encode()).hexdigest()[:6]
+        return f"t-{_slug(test_name, 16) or 'test'}-{digest}"
+
+    def keep(self, stack: Stack, why: str) -> None:
+        self.kept.append(stack)
+        log.warning(
+            "kept %s (%s) in %s; destroy it with:\n  %s",
+            stack.source,
+            why,
+            stack.workdir,
+            stack.destroy_command(),
+        )
+
+    def close(self) -> None:
+        """Remove the run's directory unless a deployment (kept, or not destroyed) is in it."""
+        sandboxes = self.workdir / "sandboxes"
+        if self._terraform is not None and not (sandboxes.is_dir() and any(sandboxes.iterdir())):
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -1,0 +1,355 @@
+"""Sandbox deployments: copy a module, init, apply, read outputs, destroy. No pytest here.
+
+A `Sandbox` owns a directory where every deployment gets a working directory of its own:
+a copy of the module (and of the local modules it calls, at the same relative places, so
+`source = "../network"` keeps working), its variables as a JSON var file, its TF_DATA_DIR and
+its state. The module under test is only ever read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_iac.engine import Result, Terraform
+from pytest_iac.errors import DestroyError, IacError, TerraformError
+from pytest_iac.plan import Plan
+
+# `source = "./x"` or `source = "../x"` in a module block: a local module to copy along.
+_LOCAL_SOURCE = re.compile(r"""^\s*source\s*=\s*"(\.{1,2}/[^"]*)"\s*$""", re.MULTILINE)
+_SKIP_NAMES = {".terraform", "__pycache__", ".pytest_cache", ".git"}
+_SKIP_FILES = re.compile(r"^(terraform\.tfstate.*|\.terraform\.tfstate\.lock\.info|.*\.tfplan)$")
+_VAR_FILE = "pytest-iac.tfvars.json"
+_BACKEND_FILE = "pytest-iac.tfbackend"
+
+
+class SensitiveStr(str):
+    """A string from a sensitive output: usable like any string, shown as `<sensitive>`."""
+
+    def __repr__(self) -> str:
+        return "'<sensitive>'"
+
+
+def _mark_sensitive(value: Any) -> Any:
+    if isinstance(value, str):
+        return SensitiveStr(value)
+    if isinstance(value, list):
+        return [_mark_sensitive(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _mark_sensitive(v) for k, v in value.items()}
+    return value
+
+
+class Outputs(Mapping[str, Any]):
+    """A deployment's outputs as plain Python values; sensitive ones never shown in reprs."""
+
+    def __init__(self, raw: Mapping[str, Mapping[str, Any]]) -> None:
+        self.sensitive = frozenset(name for name, o in raw.items() if o.get("sensitive"))
+        self._values = {
+            name: _mark_sensitive(o.get("value")) if name in self.sensitive else o.get("value")
+            for name, o in raw.items()
+        }
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise KeyError(f"no output {name!r}; the module has {sorted(self._values)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        shown = {k: "<sensitive>" if k in self.sensitive else v for k, v in self._values.items()}
+        return f"Outputs({shown!r})"
+
+
+class Stack:
+    """One deployment of a module in the sandbox.
+
+    Made by `Sandbox.stack()`; `apply()` deploys it and `destroy()` removes it. Register the
+    destroy before the first apply: an apply that fails half-way leaves real resources.
+    """
+
+    def __init__(
+        self,
+        terraform: Terraform,
+        source: Path,
+        workdir: Path,
+        *,
+        vars: Mapping[str, Any] | None = None,
+        var_files: Sequence[Path] = (),
+        env: Mapping[str, str] | None = None,
+        backend_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.terraform = terraform
+        self.source = source
+        self.workdir = workdir
+        self.vars: dict[str, Any] = dict(vars or {})
+        self.var_files = [Path(f) for f in var_files]
+        self.env = {"TF_DATA_DIR": str(workdir / "tfdata"), **(env or {})}
+        self.backend_config = dict(backend_config or {})
+        self.module_dir = copy_module(source, workdir / "src")
+        self._initialised = False
+        self._applied = False  # an apply was started: there may be something to destroy
+        self._outputs: Outputs | None = None
+        self.destroyed = False
+
+    def __repr__(self) -> str:
+        return f"<Stack {self.source} in {self.workdir}>"
+
+    # What was deployed
+
+    @property
+    def outputs(self) -> Outputs:
+        if self._outputs is None:
+            raw = self._run(["output", "-json"], quiet=True).json()
+            self._outputs = Outputs(raw if isinstance(raw, dict) else {})
+        return self._outputs
+
+    @property
+    def resources(self) -> list[str]:
+        """Addresses of every resource in the state, child modules included."""
+        values = self.state().get("values") or {}
+        return sorted(_addresses(values.get("root_module") or {}))
+
+    def state(self) -> dict[str, Any]:
+        """The state as `terraform show -json` gives it."""
+        data = self._run(["show", "-json"], quiet=True).json()
+        return data if isinstance(data, dict) else {}
+
+    # Lifecycle
+
+    def apply(self, vars: Mapping[str, Any] | None = None) -> Stack:
+        """Deploy (or re-deploy with changed variables, for upgrade tests)."""
+        self.vars.update(vars or {})
+        self._init()
+        self._applied = True
+        self._run(["apply", "-auto-approve", *self._var_args()])
+        self._outputs = None
+        return self
+
+    def plan(self, vars: Mapping[str, Any] | None = None) -> Plan:
+        """What an apply would change now, e.g. `assert stack.plan().is_empty` (idempotency)."""
+        self._init()
+        plan_file = self.workdir / "plan.tfplan"
+        self._run(
+            ["plan", f"-out={plan_file}", *self._var_args({**self.vars, **(vars or {})})],
+        )
+        data = self._run(["show", "-json", str(plan_file)], quiet=True).json()
+        plan_file.unlink()
+        return Plan.from_json(data if isinstance(data, dict) else {})
+
+    def destroy(self) -> None:
+        """Destroy what was deployed and remove the working directory.
+
+        On failure the state and working directory stay, and the error says how to finish.
+        """
+        if self._applied:
+            try:
+                self._run(["destroy", "-auto-approve", *self._var_args()])
+            except TerraformError as error:
+                raise DestroyError(
+                    error.command,
+                    error.cwd,
+                    error.returncode,
+                    error.output,
+                    module=str(self.source),
+                    hint="The state and working directory are kept. To finish the clean-up:\n"
+                    f"  {self.destroy_command()}",
+                ) from None
+        self.destroyed = True
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def destroy_command(self) -> str:
+        """A shell command that destroys this deployment by hand."""
+        env = {
+            "TF_DATA_DIR": self.env["TF_DATA_DIR"],
+            "TF_CLI_CONFIG_FILE": str(self.terraform.cli_config),
+        }
+        argv = [*self.terraform.engine.argv, "destroy", "-auto-approve", *self._var_args()]
+        assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        return f"cd {shlex.quote(str(self.module_dir))} && {assignments} {shlex.join(argv)}"
+
+    @property
+    def needs_destroy(self) -> bool:
+        return self._applied and not self.destroyed
+
+    # Running terraform
+
+    def _init(self) -> None:
+        if self._initialised:
+            return
+        args = ["init"]
+        if self.backend_config:
+            backend_file = self.workdir / _BACKEND_FILE
+            _write_private(backend_file, _hcl_assignments(self.backend_config))
+            args.append(f"-backend-config={backend_file}")
+        self._run(args)
+        self._initialised = True
+
+    def _var_args(self, vars: Mapping[str, Any] | None = None) -> list[str]:
+        # Variables go through a JSON var file, never the command line: every type arrives
+        # intact and no value shows up in a process list.
+        var_file = self.workdir / _VAR_FILE
+        _write_private(var_file, json.dumps(self.vars if vars is None else vars, indent=2))
+        return [f"-var-file={f}" for f in (*self.var_files, var_file)]
+
+    def _run(self, args: list[str], *, quiet: bool = False) -> Result:
+        return self.terraform.run(
+            args,
+            cwd=self.module_dir,
+            env=self.env,
+            label=self.workdir.name,
+            module=str(self.source),
+            quiet=quiet,
+        )
+
+
+class Sandbox:
+    """The place deployments live: one working directory each under `root`."""
+
+    def __init__(self, terraform: Terraform, root: Path) -> None:
+        self.terraform = terraform
+        self.root = root
+
+    def stack(
+        self,
+        source: Path,
+        name: str,
+        *,
+        vars: Mapping[str, Any] | None = None,
+        var_files: Sequence[Path] = (),
+        env: Mapping[str, str] | None = None,
+        backend_config: Mapping[str, Any] | None = None,
+    ) -> Stack:
+        """A deployment of `source`, ready to apply: nothing runs yet."""
+        check_module(source)
+        workdir = _unique_dir(self.root, name)
+        try:
+            return Stack(
+                self.terraform,
+                source,
+                workdir,
+                vars=vars,
+                var_files=var_files,
+                env=env,
+                backend_config=backend_config,
+            )
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+
+    @contextlib.contextmanager
+    def deploy(self, source: Path, name: str, **options: Any) -> Iterator[Stack]:
+        """Deploy `source` for the duration of a with-block; destroyed whatever happens."""
+        stack = self.stack(source, name, **options)
+        try:
+            yield stack.apply()
+        finally:
+            stack.destroy()
+
+    def plan(self, source: Path, name: str, **options: Any) -> Plan:
+        """Plan `source` against empty state: nothing is deployed."""
+        stack = self.stack(source, name, **options)
+        try:
+            return stack.plan()
+        finally:
+            shutil.rmtree(stack.workdir, ignore_errors=True)
+
+
+def check_module(source: Path) -> None:
+    """Fail early, and clearly, on a path that cannot be a Terraform module."""
+    if not source.exists():
+        raise IacError(f"module path {source} does not exist")
+    if not source.is_dir():
+        raise IacError(f"module path {source} is not a directory")
+    if not any(source.glob("*.tf")) and not any(source.glob("*.tf.json")):
+        raise IacError(f"module path {source} has no .tf files: is it a Terraform module?")
+
+
+def copy_module(source: Path, destination: Path) -> Path:
+    """Copy `source` and the local modules it calls; return where `source` landed.
+
+    The copies keep their layout relative to each other, so relative `source` paths resolve
+    in the copy as they do in the original tree.
+    """
+    source = source.resolve()
+    needed = _local_module_dirs(source)
+    anchor = Path(os.path.commonpath(needed))
+    for directory in sorted(needed):
+        if any(parent in needed for parent in directory.parents):
+            continue  # copied with its parent
+        shutil.copytree(
+            directory,
+            destination / directory.relative_to(anchor),
+            ignore=_ignored,
+            dirs_exist_ok=True,
+        )
+    return destination / source.relative_to(anchor)
+
+
+def _local_module_dirs(root: Path) -> set[Path]:
+    seen: set[Path] = set()
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        if directory in seen or not directory.is_dir():
+            continue
+        seen.add(directory)
+        for tf_file in directory.glob("*.tf"):
+            for relative in _LOCAL_SOURCE.findall(tf_file.read_text(encoding="utf-8")):
+                pending.append((directory / relative).resolve())
+    return seen
+
+
+def _ignored(directory: str, names: list[str]) -> set[str]:
+    """Terraform's own files and hidden directories: never part of a module."""
+    return {
+        n
+        for n in names
+        if n in _SKIP_NAMES
+        or _SKIP_FILES.match(n)
+        or (n.startswith(".") and Path(directory, n).is_dir())
+    }
+
+
+def _addresses(module: Mapping[str, Any]) -> Iterator[str]:
+    for resource in module.get("resources") or ():
+        yield resource["address"]
+    for child in module.get("child_modules") or ():
+        yield from _addresses(child)
+
+
+def _unique_dir(root: Path, name: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1000):
+        candidate = root / (name if n == 0 else f"{name}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise IacError(f"could not make a working directory for {name} under {root}")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read: var files may hold secrets."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _hcl_assignments(values: Mapping[str, Any]) -> str:
+    """`key = value` lines; JSON literals are valid HCL for the values backends take."""
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
