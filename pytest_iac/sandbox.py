@@ -14,9 +14,9 @@ import os
 import re
 import shlex
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pytest_iac.engine import Result, Terraform
 from pytest_iac.errors import DestroyError, IacError, TerraformError
@@ -27,6 +27,11 @@ _LOCAL_SOURCE = re.compile(r"""^\s*source\s*=\s*"(\.{1,2}/[^"]*)"\s*$""", re.MUL
 _SKIP_NAMES = {".terraform", "__pycache__", ".pytest_cache", ".git"}
 _SKIP_FILES = re.compile(r"^(terraform\.tfstate.*|\.terraform\.tfstate\.lock\.info|.*\.tfplan)$")
 _VAR_FILE = "pytest-iac.tfvars.json"
+
+# What a sandbox tells its hooks: before the first apply (and every re-apply), before a
+# destroy, and after a successful destroy. A hook that raises stops the action.
+Event = Literal["before-apply", "before-destroy", "destroyed"]
+Hook = Callable[[Event, "Stack"], None]
 _BACKEND_FILE = "pytest-iac.tfbackend"
 
 
@@ -91,8 +96,10 @@ class Stack:
         var_files: Sequence[Path] = (),
         env: Mapping[str, str] | None = None,
         backend_config: Mapping[str, Any] | None = None,
+        hooks: Sequence[Hook] = (),
     ) -> None:
         self.terraform = terraform
+        self.hooks = list(hooks)
         self.source = source
         self.workdir = workdir
         self.vars: dict[str, Any] = dict(vars or {})
@@ -134,6 +141,7 @@ class Stack:
         """Deploy (or re-deploy with changed variables, for upgrade tests)."""
         self.vars.update(vars or {})
         self._init()
+        self._notify("before-apply")
         self._applied = True
         self._run(["apply", "-auto-approve", *self._var_args()])
         self._outputs = None
@@ -156,6 +164,7 @@ class Stack:
         On failure the state and working directory stay, and the error says how to finish.
         """
         if self._applied:
+            self._notify("before-destroy")
             try:
                 self._run(["destroy", "-auto-approve", *self._var_args()])
             except TerraformError as error:
@@ -169,6 +178,7 @@ class Stack:
                     f"  {self.destroy_command()}",
                 ) from None
         self.destroyed = True
+        self._notify("destroyed")
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def destroy_command(self) -> str:
@@ -186,6 +196,10 @@ class Stack:
         return self._applied and not self.destroyed
 
     # Running terraform
+
+    def _notify(self, event: Event) -> None:
+        for hook in self.hooks:
+            hook(event, self)
 
     def _init(self) -> None:
         if self._initialised:
@@ -219,9 +233,10 @@ class Stack:
 class Sandbox:
     """The place deployments live: one working directory each under `root`."""
 
-    def __init__(self, terraform: Terraform, root: Path) -> None:
+    def __init__(self, terraform: Terraform, root: Path, hooks: Sequence[Hook] = ()) -> None:
         self.terraform = terraform
         self.root = root
+        self.hooks = list(hooks)  # given to every stack: guards, the ledger
 
     def stack(
         self,
@@ -245,6 +260,7 @@ class Sandbox:
                 var_files=var_files,
                 env=env,
                 backend_config=backend_config,
+                hooks=self.hooks,
             )
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
