@@ -229,7 +229,7 @@ class Terraform:
         full_env = self.environment(env)
         for attempt in retrying:
             with attempt:
-                result = self._run_once(args, cwd, full_env, label, quiet)
+                result = self._run_once(args, cwd, full_env, label, module, quiet)
                 if result.returncode not in ok_codes:
                     raise TerraformError(args, cwd, result.returncode, result.output, module=module)
         return result
@@ -240,7 +240,13 @@ class Terraform:
         return bool(self._retryable.search(error.output))
 
     def _run_once(
-        self, args: list[str], cwd: Path, env: dict[str, str], label: str, quiet: bool
+        self,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        label: str,
+        module: str | None,
+        quiet: bool,
     ) -> Result:
         prefix = f"[{label}] " if label else ""
         if not quiet:
@@ -277,6 +283,7 @@ class Terraform:
                     cwd,
                     -1,
                     "".join(stdout + stderr),
+                    module=module,
                     hint=f"stopped after the timeout of {self.settings.timeout:g}s (--iac-timeout)",
                 ) from None
             except BaseException:

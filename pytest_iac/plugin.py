@@ -30,6 +30,8 @@ from pytest_iac.fixtures import (
 from pytest_iac.run import TEARDOWN_POLICIES, IacRun, new_run_id, plugin_cache
 from pytest_iac.sandbox import SensitiveStr
 
+_LIVE_OUTPUT_KEY = pytest.StashKey[logging.Handler]()
+
 __all__ = ["iac_deploy", "iac_module_deploy", "iac_name", "iac_plan", "iac_session_deploy"]
 
 
@@ -93,7 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "iac-xdist")
     if config.getoption("capture") == "no" and not config.getini("log_cli"):
-        _show_terraform_output()
+        config.stash[_LIVE_OUTPUT_KEY] = _show_terraform_output()
 
 
 def _iac_run(config: pytest.Config) -> IacRun:
@@ -158,13 +160,15 @@ class _XdistHooks:
         node.workerinput["iac_run_id"] = config.stash[RUN_KEY].run_id  # type: ignore[attr-defined]
 
 
-def _show_terraform_output() -> None:
+def _show_terraform_output() -> logging.Handler:
     """With -s, show terraform's output live, as a user running it by hand would see it."""
     logger = logging.getLogger("pytest_iac")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.INFO)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    return handler
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -220,3 +224,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(RUN_KEY, None)
     if run is not None:
         run.close()
+    handler = config.stash.get(_LIVE_OUTPUT_KEY, None)
+    if handler is not None:
+        logging.getLogger("pytest_iac").removeHandler(handler)

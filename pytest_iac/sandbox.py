@@ -168,18 +168,32 @@ class Stack:
             try:
                 self._run(["destroy", "-auto-approve", *self._var_args()])
             except TerraformError as error:
+                if self._state_is_empty():
+                    # e.g. the apply stopped at a bad variable, which the destroy meets too
+                    self.destroyed = True
+                    self._notify("destroyed")
+                    shutil.rmtree(self.workdir, ignore_errors=True)
+                    return
                 raise DestroyError(
                     error.command,
                     error.cwd,
                     error.returncode,
                     error.output,
                     module=str(self.source),
-                    hint="The state and working directory are kept. To finish the clean-up:\n"
-                    f"  {self.destroy_command()}",
+                    hint="The state and working directory are kept. To finish the clean-up, run "
+                    "`pytest --iac-cleanup` in the project (it destroys what its ledger lists), "
+                    f"or by hand:\n  {self.destroy_command()}",
                 ) from None
         self.destroyed = True
         self._notify("destroyed")
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _state_is_empty(self) -> bool:
+        """True only when terraform itself says the state holds no resources."""
+        try:
+            return not self.resources
+        except TerraformError:
+            return False
 
     def destroy_command(self) -> str:
         """A shell command that destroys this deployment by hand."""

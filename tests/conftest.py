@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from pytest_iac import embedded
+from pytest_iac.run import plugin_cache
 
+# Shared by every test, and read before pytester points HOME at its own directories.
+PLUGIN_CACHE = plugin_cache()
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
@@ -22,6 +25,7 @@ def iac_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test's runs keep their working directories here, so leftovers can be checked."""
     home = tmp_path / "iac-home"
     monkeypatch.setenv("PYTEST_IAC_HOME", str(home))
+    monkeypatch.setenv("PYTEST_IAC_PLUGIN_CACHE", str(PLUGIN_CACHE))
     monkeypatch.delenv("PYTEST_IAC_BINARY", raising=False)
     return home
 
