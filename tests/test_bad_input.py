@@ -63,7 +63,8 @@ def test_invalid_hcl(pytester: pytest.Pytester, engine: str, iac_home: Path) -> 
 
 def test_missing_required_variable(pytester: pytest.Pytester, iac_home: Path) -> None:
     (pytester.path / "main.tf").write_text(
-        'variable "region" { type = string }\nresource "terraform_data" "x" { input = var.region }\n'
+        'variable "region" { type = string }\n'
+        'resource "terraform_data" "x" { input = var.region }\n'
     )
     result = run_deploy(pytester, ".")
     assert_short_failure(result)
