@@ -1,0 +1,581 @@
+"""Plan-only drift checks of live root modules. No pytest import here.
+
+A *live root module* is a directory of live configuration that Terraform runs directly (for
+example `live/prod/network`), as opposed to a module that only serves others. The rule
+`find_live_roots()` applies:
+
+- the directory holds `*.tf` or `*.tf.json` files;
+- neither it nor any directory above it (up to the path searched) is hidden or `.terraform`;
+- no directory in the searched trees calls it as a local module (`source = "../x"`);
+- it has state to compare with: it declares a backend (a `backend "..."` or `cloud` block)
+  or holds a local `terraform.tfstate`. A module nobody calls yet, with neither, is a
+  reusable module (one tested in a sandbox, say), not deployed configuration;
+- it matches none of the `exclude` globs (fnmatch against its path relative to `base`).
+
+`check_drift()` plans one of them without writing anything into it or its state: the
+directory is copied (with the local modules it calls) into a working directory, where
+`init` (with the backend configuration), `plan -detailed-exitcode -lock=false -refresh=true
+-out PLAN` and `show -json PLAN` run with TF_DATA_DIR there too. The working directory is
+removed afterwards: the plan file holds a copy of the state, and TF_DATA_DIR the backend
+configuration. Nothing is ever applied, no state is ever written, no lock is ever taken.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pytest_iac.engine import Terraform
+from pytest_iac.errors import IacError, TerraformError
+from pytest_iac.plan import Change, OutputChange, Plan
+from pytest_iac.sandbox import copy_module
+
+Status = Literal["clean", "drift", "error"]
+
+# `source = "./x"` or `source = "../x"`: a local module call.
+_LOCAL_SOURCE = re.compile(r"""^\s*source\s*=\s*"(\.{1,2}/[^"]*)"\s*$""", re.MULTILINE)
+_BACKEND_BLOCK = re.compile(r"""^\s*(?:backend\s+"[^"]+"|cloud)\s*\{""", re.MULTILINE)
+_NEVER_ENTER = {".terraform", "__pycache__", "node_modules", "venv", "site-packages"}
+_SENSITIVE = "(sensitive)"
+_KNOWN_AFTER_APPLY = "(known after apply)"
+_DEFAULT_STATE = "terraform.tfstate"  # a local backend's state without a `path`
+
+# One backend configuration item: a file (Path), a `KEY=VALUE` string, or values (a mapping).
+BackendConfig = Path | str | Mapping[str, Any]
+
+
+# Discovery
+
+
+def _is_module_dir(directory: Path) -> bool:
+    return any(directory.glob("*.tf")) or any(directory.glob("*.tf.json"))
+
+
+def _walk_module_dirs(top: Path) -> Iterator[Path]:
+    """Directories with Terraform files under `top`, hidden ones and `.terraform` skipped."""
+    for current, dirs, _files in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NEVER_ENTER)
+        directory = Path(current)
+        if _is_module_dir(directory):
+            yield directory
+
+
+def has_state(directory: Path) -> bool:
+    """Does `directory` declare a backend or hold a local state (see the discovery rule)?"""
+    if (directory / _DEFAULT_STATE).is_file():
+        return True
+    for tf_file in directory.glob("*.tf"):
+        if _BACKEND_BLOCK.search(tf_file.read_text(encoding="utf-8", errors="replace")):
+            return True
+    for json_file in directory.glob("*.tf.json"):
+        text = json_file.read_text(encoding="utf-8", errors="replace")
+        if '"backend"' in text or '"cloud"' in text:
+            return True
+    return False
+
+
+def local_sources(directory: Path) -> set[Path]:
+    """The directories `directory` calls as local modules (resolved)."""
+    found: set[Path] = set()
+    for tf_file in directory.glob("*.tf"):
+        text = tf_file.read_text(encoding="utf-8", errors="replace")
+        found.update((directory / src).resolve() for src in _LOCAL_SOURCE.findall(text))
+    return found
+
+
+def module_closure(directory: Path) -> set[Path]:
+    """`directory` and every local module it calls, directly or not (resolved)."""
+    seen: set[Path] = set()
+    pending = [directory.resolve()]
+    while pending:
+        current = pending.pop()
+        if current in seen or not current.is_dir():
+            continue
+        seen.add(current)
+        pending.extend(local_sources(current))
+    return seen
+
+
+def referenced_modules(trees: Iterable[Path]) -> set[Path]:
+    """Every directory that some module under `trees` calls as a local module."""
+    referenced: set[Path] = set()
+    for tree in trees:
+        for directory in _walk_module_dirs(tree):
+            referenced.update(local_sources(directory))
+    return referenced
+
+
+def is_excluded(directory: Path, base: Path, exclude: Sequence[str]) -> bool:
+    """Does `directory` (relative to `base`) match one of the `exclude` globs?"""
+    try:
+        relative = directory.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        relative = directory.resolve().as_posix()
+    return any(
+        fnmatch.fnmatch(relative, pattern.rstrip("/")) or fnmatch.fnmatch(f"{relative}/", pattern)
+        for pattern in exclude
+    )
+
+
+def is_live_root(
+    directory: Path, referenced: set[Path], *, base: Path, exclude: Sequence[str] = ()
+) -> bool:
+    """The discovery rule for one directory (see the module documentation)."""
+    return (
+        directory.is_dir()
+        and directory.name not in _NEVER_ENTER
+        and not directory.name.startswith(".")
+        and _is_module_dir(directory)
+        and directory.resolve() not in referenced
+        and has_state(directory)
+        and not is_excluded(directory, base, exclude)
+    )
+
+
+def find_live_roots(
+    paths: Sequence[Path], *, base: Path | None = None, exclude: Sequence[str] = ()
+) -> list[Path]:
+    """Live root modules under `paths`, sorted; modules called by others are left out."""
+    base = base or Path.cwd()
+    referenced = referenced_modules(paths)
+    roots = {
+        directory.resolve()
+        for path in paths
+        for directory in _walk_module_dirs(path)
+        if is_live_root(directory, referenced, base=base, exclude=exclude)
+    }
+    return sorted(roots)
+
+
+# Results
+
+
+@dataclass(frozen=True)
+class AttributeChange:
+    """One changed attribute (a dotted path into nested objects), values hidden if sensitive."""
+
+    path: str
+    before: Any
+    after: Any
+    sensitive: bool = False
+    known_after_apply: bool = False
+
+    def describe(self, width: int = 120) -> str:
+        if self.sensitive:
+            return f"{self.path}: {_SENSITIVE}"
+        after = _KNOWN_AFTER_APPLY if self.known_after_apply else _short(self.after, width)
+        return f"{self.path}: {_short(self.before, width)} -> {after}"
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.sensitive:
+            return {"path": self.path, "sensitive": True}
+        data: dict[str, Any] = {"path": self.path, "before": self.before, "after": self.after}
+        if self.known_after_apply:
+            data["after"] = _KNOWN_AFTER_APPLY
+        return data
+
+
+def attribute_changes(change: Change, depth: int = 3) -> list[AttributeChange]:
+    """What differs between before and after, down to `depth` levels of nested objects."""
+    return list(
+        _differences(
+            change.before,
+            change.after,
+            change.after_unknown,
+            _either(change.before_sensitive, change.after_sensitive),
+            "",
+            depth,
+        )
+    )
+
+
+def _either(first: Any, second: Any) -> Any:
+    """Sensitivity marks of before and after merged: sensitive where either says so."""
+    if first is True or second is True:
+        return True
+    if isinstance(first, Mapping) or isinstance(second, Mapping):
+        a = first if isinstance(first, Mapping) else {}
+        b = second if isinstance(second, Mapping) else {}
+        return {k: _either(a.get(k), b.get(k)) for k in set(a) | set(b)}
+    if isinstance(first, list) or isinstance(second, list):
+        a_list = first if isinstance(first, list) else []
+        b_list = second if isinstance(second, list) else []
+        return [_either(x, y) for x, y in itertools.zip_longest(a_list, b_list)]
+    return False
+
+
+def _any_true(marks: Any) -> bool:
+    """Is any leaf of a marks structure (after_unknown, *_sensitive) true?"""
+    if isinstance(marks, Mapping):
+        return any(_any_true(v) for v in marks.values())
+    if isinstance(marks, list):
+        return any(_any_true(v) for v in marks)
+    return marks is True
+
+
+def with_unknowns(value: Any, unknown: Any) -> Any:
+    """`value` with the parts `unknown` marks replaced by "(known after apply)"."""
+    if unknown is True:
+        return _KNOWN_AFTER_APPLY
+    if isinstance(unknown, Mapping) and isinstance(value, Mapping | None):
+        base = dict(value or {})
+        return {k: with_unknowns(base.get(k), unknown.get(k)) for k in set(base) | set(unknown)}
+    if isinstance(unknown, list) and isinstance(value, list | None):
+        items = list(value or [])
+        return [with_unknowns(v, u) for v, u in itertools.zip_longest(items, unknown)]
+    return value
+
+
+def _differences(
+    before: Any, after: Any, unknown: Any, sensitive: Any, prefix: str, depth: int
+) -> Iterator[AttributeChange]:
+    if isinstance(before, Mapping) and isinstance(after, Mapping) and depth > 0:
+        marks = sensitive if isinstance(sensitive, Mapping) else {}
+        unknowns = unknown if isinstance(unknown, Mapping) else {}
+        for key in sorted(set(before) | set(after) | {k for k, v in unknowns.items() if v}):
+            yield from _differences(
+                before.get(key),
+                after.get(key),
+                unknowns.get(key),
+                True if sensitive is True else marks.get(key),
+                f"{prefix}.{key}" if prefix else str(key),
+                depth - 1,
+            )
+        return
+    is_unknown = _any_true(unknown)
+    if before != after or is_unknown:
+        yield AttributeChange(
+            prefix or "(value)",
+            before,
+            after if unknown is True else with_unknowns(after, unknown),
+            sensitive=_any_true(sensitive),
+            known_after_apply=unknown is True,
+        )
+
+
+def _short(value: Any, width: int) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@dataclass
+class DriftResult:
+    """What a drift check of one live root module found."""
+
+    name: str  # how reports call the directory: its path relative to the run's base
+    directory: Path
+    status: Status
+    plan: Plan | None = None
+    error: str | None = None  # terraform's diagnostic when the check could not be made
+    seconds: float = 0.0
+
+    @property
+    def configuration_drift(self) -> list[Change]:
+        """Resources whose configuration differs from the state (`resource_changes`)."""
+        return list(self.plan.changes) if self.plan else []
+
+    @property
+    def state_drift(self) -> list[Change]:
+        """Objects changed outside Terraform, found by refresh (`resource_drift`)."""
+        return list(self.plan.drift) if self.plan else []
+
+    @property
+    def output_changes(self) -> list[OutputChange]:
+        return self.plan.output_changes if self.plan else []
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "configuration_drift": len(self.configuration_drift),
+            "state_drift": len(self.state_drift),
+            "output_changes": len(self.output_changes),
+        }
+
+    def summary(self) -> str:
+        """One line: `prod/app: drift (configuration 2, state 0, outputs 1)`."""
+        if self.status == "error":
+            first = (self.error or "").strip().splitlines()
+            return f"{self.name}: error ({first[0] if first else 'could not check'})"
+        c = self.counts
+        detail = (
+            f"configuration {c['configuration_drift']}, state {c['state_drift']}, "
+            f"outputs {c['output_changes']}"
+        )
+        return f"{self.name}: {self.status} ({detail})"
+
+    def table(self) -> str:
+        """The changes as text: one section per kind of drift, one line per change."""
+        return "\n".join(_table_lines(self))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "directory": str(self.directory),
+            "status": self.status,
+            "counts": self.counts,
+            "configuration_drift": [_change_dict(c) for c in self.configuration_drift],
+            "state_drift": [_change_dict(c) for c in self.state_drift],
+            "output_changes": [_output_dict(o, self.plan) for o in self.output_changes],
+            "error": self.error,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _change_dict(change: Change) -> dict[str, Any]:
+    return {
+        "address": change.address,
+        "action": change.action,
+        "reason": change.action_reason,
+        "attributes": [a.to_dict() for a in attribute_changes(change)]
+        if change.action in ("update", "replace")
+        else [],
+    }
+
+
+def _output_dict(output: OutputChange, plan: Plan | None) -> dict[str, Any]:
+    if output.sensitive:
+        return {"name": output.name, "action": output.action, "sensitive": True}
+    return {
+        "name": output.name,
+        "action": output.action,
+        "before": output.before,
+        "after": output_after(output, plan),
+    }
+
+
+def output_after(output: OutputChange, plan: Plan | None) -> Any:
+    """An output's planned value, "(known after apply)" where it is not known yet."""
+    raw = ((plan.raw if plan else {}).get("output_changes") or {}).get(output.name) or {}
+    return with_unknowns(output.after, raw.get("after_unknown"))
+
+
+SECTIONS = (
+    ("configuration_drift", "configuration drift (the code differs from the state)"),
+    ("state_drift", "state drift (objects changed outside Terraform, found by refresh)"),
+    ("output_changes", "output changes"),
+)
+
+
+def _table_lines(result: DriftResult) -> Iterator[str]:
+    for key, title in SECTIONS:
+        if key == "output_changes":
+            outputs = result.output_changes
+            if outputs:
+                yield f"{title}: {len(outputs)}"
+                width = max(len(o.name) for o in outputs)
+                for o in outputs:
+                    if o.sensitive:
+                        value = _SENSITIVE
+                    else:
+                        after = output_after(o, result.plan)
+                        value = f"{_short(o.before, 80)} -> {_short(after, 80)}"
+                    yield f"  {o.name:<{width}}  {o.action:<7}  {value}"
+            continue
+        changes: list[Change] = getattr(result, key)
+        if not changes:
+            continue
+        yield f"{title}: {len(changes)}"
+        width = max(len(c.address) for c in changes)
+        yield f"  {'ADDRESS':<{width}}  {'ACTION':<7}  CHANGED"
+        for change in changes:
+            attributes = attribute_changes(change) if change.action in ("update", "replace") else []
+            names = ", ".join(a.path for a in attributes)
+            yield f"  {change.address:<{width}}  {change.action:<7}  {names}".rstrip()
+            for attribute in attributes:
+                yield f"  {'':<{width}}  {'':<7}    {attribute.describe(100)}"
+
+
+# Checking
+
+
+class DriftCheckError(IacError):
+    """A live directory could not be checked: init or plan failed."""
+
+
+def check_drift(
+    terraform: Terraform,
+    live_dir: Path,
+    workdir: Path,
+    *,
+    name: str | None = None,
+    backend_config: Sequence[BackendConfig] = (),
+    vars: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> DriftResult:
+    """Plan `live_dir` read-only and say what differs; never raises for terraform failures.
+
+    `backend_config` applies after the directory's own `*.tfbackend` files (sorted), in
+    order: files, `KEY=VALUE` strings, or mappings of values. A failed init or plan gives a
+    result with status "error" and terraform's diagnostic.
+    """
+    started = time.monotonic()
+    name = name or live_dir.name
+    live_dir = live_dir.resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    try:
+        plan, status = _plan(terraform, live_dir, workdir, name, backend_config, vars, env)
+    except TerraformError as error:
+        return DriftResult(
+            name, live_dir, "error", error=str(error), seconds=time.monotonic() - started
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return DriftResult(name, live_dir, status, plan=plan, seconds=time.monotonic() - started)
+
+
+def _plan(
+    terraform: Terraform,
+    live_dir: Path,
+    workdir: Path,
+    name: str,
+    backend_config: Sequence[BackendConfig],
+    vars: Mapping[str, Any] | None,
+    env: Mapping[str, str] | None,
+) -> tuple[Plan, Status]:
+    module_dir = copy_module(live_dir, workdir / "src")
+    # A local backend's default state sits beside the code and is not copied along with it.
+    state = live_dir / _DEFAULT_STATE
+    if state.is_file():
+        shutil.copy2(state, module_dir / _DEFAULT_STATE)
+    run_env = {"TF_DATA_DIR": str(workdir / "tfdata"), **(env or {})}
+
+    def run(args: list[str], ok: frozenset[int] = frozenset({0})) -> Any:
+        return terraform.run(
+            args,
+            cwd=module_dir,
+            env=run_env,
+            ok_codes=ok,
+            label=f"drift {name}",
+            module=str(live_dir),
+            quiet=args[0] == "show",
+        )
+
+    init = ["init", *_backend_args(module_dir, workdir, backend_config)]
+    run(init)
+    plan_file = workdir / "drift.tfplan"
+    plan_args = ["plan", "-detailed-exitcode", "-lock=false", "-refresh=true", f"-out={plan_file}"]
+    if vars:
+        var_file = workdir / "drift.tfvars.json"
+        _write_private(var_file, json.dumps(dict(vars), indent=2))
+        plan_args.append(f"-var-file={var_file}")
+    planned = run(plan_args, frozenset({0, 2}))
+    data = run(["show", "-json", str(plan_file)]).json()
+    plan = Plan.from_json(data if isinstance(data, dict) else {})
+    return plan, "drift" if planned.returncode == 2 else "clean"
+
+
+def _backend_args(
+    module_dir: Path, workdir: Path, backend_config: Sequence[BackendConfig]
+) -> list[str]:
+    """`-backend-config` arguments: the directory's *.tfbackend files, then the run's.
+
+    `KEY=VALUE` strings and mappings go into a private file, never onto the command line:
+    backend configuration often holds credentials.
+    """
+    args = [f"-backend-config={f}" for f in sorted(module_dir.glob("*.tfbackend"))]
+    pending: dict[str, Any] = {}
+
+    def flush() -> None:
+        if pending:
+            path = workdir / f"run-{len(args)}.tfbackend"
+            _write_private(path, "".join(f"{k} = {_hcl(v)}\n" for k, v in pending.items()))
+            args.append(f"-backend-config={path}")
+            pending.clear()
+
+    for item in backend_config:
+        if isinstance(item, Mapping):
+            pending.update(item)
+        elif isinstance(item, str) and "=" in item:
+            key, _, value = item.partition("=")
+            pending[key.strip()] = value
+        else:
+            flush()
+            args.append(f"-backend-config={Path(item).resolve()}")
+    flush()
+    return args
+
+
+def _hcl(value: Any) -> str:
+    """A value as HCL: JSON literals are valid HCL for what backends take.
+
+    A `KEY=VALUE` string whose value is a JSON object or list (`endpoints={"s3": "..."}`)
+    keeps its structure; any other string stays a string (Terraform converts "true", "3").
+    """
+    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+        try:
+            return json.dumps(json.loads(value))
+        except ValueError:
+            pass
+    return json.dumps(value)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def parse_backend_config(values: Sequence[str], base: Path, origin: str) -> list[BackendConfig]:
+    """Backend configuration given as `KEY=VALUE` or a file path (relative to `base`).
+
+    Raises `IacError` naming `origin` for a file that does not exist or an empty key.
+    """
+    items: list[BackendConfig] = []
+    for value in values:
+        if "=" in value and not (base / value).is_file():
+            key = value.partition("=")[0].strip()
+            if not key:
+                raise IacError(f"{origin}: {value!r} has no key; expected KEY=VALUE or a file")
+            items.append(value)
+            continue
+        path = (base / value).expanduser()
+        if not path.is_file():
+            raise IacError(
+                f"{origin}: backend configuration file {value} not found (looked in {base}); "
+                "give KEY=VALUE or the path of a file of backend settings"
+            )
+        items.append(path.resolve())
+    return items
+
+
+@dataclass
+class DriftRun:
+    """Checks many live directories with one engine; keeps every result (for reports)."""
+
+    terraform: Terraform
+    workdir: Path
+    base: Path
+    backend_config: Sequence[BackendConfig] = ()
+    results: list[DriftResult] = field(default_factory=list)
+
+    def check(self, live_dir: Path, **options: Any) -> DriftResult:
+        name = relative_name(live_dir, self.base)
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "root"
+        result = check_drift(
+            self.terraform,
+            live_dir,
+            self.workdir / slug,
+            name=name,
+            backend_config=[*self.backend_config, *options.pop("backend_config", ())],
+            **options,
+        )
+        self.results.append(result)
+        return result
+
+
+def relative_name(directory: Path, base: Path) -> str:
+    try:
+        return directory.resolve().relative_to(base.resolve()).as_posix() or "."
+    except ValueError:
+        return directory.resolve().as_posix()

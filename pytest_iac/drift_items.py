@@ -1,0 +1,402 @@
+"""pytest glue of drift checks: live root modules as items, the `drift` marker, the reports.
+
+Loaded by plugin.py as a plugin of its own. Live root modules are collected only in a drift
+run, one whose `-m` expression names `drift` (`pytest -m drift live/`), so a plain `pytest`
+never plans live configuration. In a drift run the directories of ini `iac_live_dirs` are
+added to the paths to collect unless paths are given on the command line. Each live root
+module (the rule: `pytest_iac.drift`) becomes one item, `<dir>::drift`, marked `drift`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_iac import report as reports
+from pytest_iac import vcs
+from pytest_iac.drift import (
+    BackendConfig,
+    DriftResult,
+    DriftRun,
+    find_live_roots,
+    is_live_root,
+    module_closure,
+    parse_backend_config,
+    referenced_modules,
+    relative_name,
+)
+from pytest_iac.errors import IacError
+from pytest_iac.fixtures import RUN_KEY
+from pytest_iac.plan import Plan
+
+_STATE_KEY = pytest.StashKey["_DriftState"]()
+_RESULT_KEY = pytest.StashKey[DriftResult]()
+_REPORT_ATTRIBUTE = "iac_drift"  # on test reports: the result as a dict (crosses xdist)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("iac")
+    group.addoption(
+        "--iac-backend-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE|FILE",
+        help="backend configuration for every live directory of a drift run, repeatable: "
+        "KEY=VALUE or a file of settings; applied after each directory's *.tfbackend files "
+        "(ini iac_backend_config)",
+    )
+    group.addoption(
+        "--iac-report-json", metavar="PATH", help="write the drift results as JSON to PATH"
+    )
+    group.addoption(
+        "--iac-report-md",
+        metavar="PATH",
+        help="write the drift results as Markdown to PATH (also appended to "
+        "$GITHUB_STEP_SUMMARY when set)",
+    )
+    group.addoption(
+        "--iac-require-trunk",
+        metavar="BRANCH",
+        help="refuse a drift run unless HEAD is on BRANCH with no uncommitted changes under "
+        "the live directories (ini iac_require_trunk)",
+    )
+    parser.addini("iac_live_dirs", "directories holding live root modules", type="paths")
+    parser.addini(
+        "iac_live_exclude",
+        "globs (one a line) of directories, relative to the rootdir, that are not live roots",
+        type="linelist",
+    )
+    parser.addini(
+        "iac_backend_config",
+        "backend configuration for live directories: KEY=VALUE or files (one a line)",
+        type="linelist",
+    )
+    parser.addini("iac_require_trunk", "branch a drift run must be on")
+
+
+@dataclass
+class _DriftState:
+    """One pytest run's drift settings and results."""
+
+    enabled: bool
+    trees: list[Path]  # where live roots are looked for
+    exclude: list[str]
+    backend_config: list[BackendConfig]
+    require_trunk: str | None
+    report_json: Path | None
+    report_md: Path | None
+    results: list[dict[str, Any]]
+    vcs: vcs.VcsInfo | None = None
+    _referenced: set[Path] | None = None
+    _drift_run: DriftRun | None = None
+
+    def referenced(self) -> set[Path]:
+        if self._referenced is None:
+            self._referenced = referenced_modules(self.trees)
+        return self._referenced
+
+
+def _selects_drift(config: pytest.Config) -> bool:
+    return bool(re.search(r"\bdrift\b", config.getoption("markexpr", "") or ""))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    live_dirs: list[Path] = list(config.getini("iac_live_dirs"))
+    enabled = _selects_drift(config)
+    if enabled and live_dirs and config.args_source != pytest.Config.ArgsSource.ARGS:
+        # `pytest -m drift` with the roots named in the ini file.
+        config.args.extend(str(d) for d in live_dirs if str(d) not in config.args)
+    invocation = config.invocation_params.dir
+    try:
+        backend = [
+            *parse_backend_config(config.getini("iac_backend_config"), config.rootpath, "ini"),
+            *parse_backend_config(
+                config.getoption("iac_backend_config"), invocation, "--iac-backend-config"
+            ),
+        ]
+    except IacError as error:
+        raise pytest.UsageError(str(error)) from None
+    trees = [config.rootpath, *live_dirs]
+    trees += [p for p in (invocation / a.split("::")[0] for a in config.args) if p.is_dir()]
+
+    def path_option(name: str) -> Path | None:
+        value = config.getoption(name)
+        return invocation / value if value else None
+
+    state = config.stash[_STATE_KEY] = _DriftState(
+        enabled=enabled,
+        trees=_outermost(trees),
+        exclude=list(config.getini("iac_live_exclude")),
+        backend_config=backend,
+        require_trunk=config.getoption("iac_require_trunk") or config.getini("iac_require_trunk"),
+        report_json=path_option("iac_report_json"),
+        report_md=path_option("iac_report_md"),
+        results=[],
+    )
+    config.pluginmanager.register(_Results(state), "iac-drift-results")
+
+
+class _Results:
+    """Gathers drift results from reports: the controller's, or those xdist workers send."""
+
+    def __init__(self, state: _DriftState) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, _REPORT_ATTRIBUTE, None)
+        if isinstance(data, dict):
+            self.state.results.append(data)
+
+
+def _outermost(paths: Iterable[Path]) -> list[Path]:
+    resolved = sorted({p.resolve() for p in paths if p.is_dir()})
+    return [p for p in resolved if not any(q in p.parents for q in resolved)]
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    state = session.config.stash[_STATE_KEY]
+    if not state.enabled:
+        return
+    start = session.config.rootpath
+    if state.require_trunk and not _is_worker(session.config):
+        # The live roots about to be planned, and every local module they use.
+        live = [d for d in _live_trees(session.config) if d.is_dir()]
+        watched: set[Path] = set()
+        for root in find_live_roots(live, base=start, exclude=state.exclude):
+            watched |= module_closure(root)
+        try:
+            state.vcs = vcs.require_trunk(state.require_trunk, sorted(watched), start)
+        except IacError as error:
+            raise pytest.UsageError(str(error)) from None
+    else:
+        state.vcs = vcs.describe(start)
+
+
+def _live_trees(config: pytest.Config) -> list[Path]:
+    invocation = config.invocation_params.dir
+    return [invocation / a.split("::")[0] for a in config.args]
+
+
+# Collection
+
+
+def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    state = parent.config.stash[_STATE_KEY]
+    if not state.enabled:
+        return None
+    if not is_live_root(
+        path, state.referenced(), base=parent.config.rootpath, exclude=state.exclude
+    ):
+        return None
+    return LiveDir.from_parent(parent, path=path)
+
+
+class LiveDir(pytest.Directory):
+    """A live root module's directory: its drift item, then whatever else pytest finds there."""
+
+    def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
+        yield DriftItem.from_parent(self, name="drift")
+        ihook = self.ihook
+        for entry in sorted(self.path.iterdir()):
+            if entry.is_dir():
+                if not self.session.isinitpath(
+                    entry, with_parents=True
+                ) and ihook.pytest_ignore_collect(collection_path=entry, config=self.config):
+                    continue
+                collector = ihook.pytest_collect_directory(path=entry, parent=self)
+                if collector is not None:
+                    yield collector
+            elif entry.is_file():
+                if not self.session.isinitpath(entry) and ihook.pytest_ignore_collect(
+                    collection_path=entry, config=self.config
+                ):
+                    continue
+                yield from ihook.pytest_collect_file(file_path=entry, parent=self)
+
+
+class DriftFound(Exception):
+    """A live directory's plan is not empty."""
+
+
+class DriftItem(pytest.Item):
+    """Plan one live root module: pass when clean, fail on changes, error when unplannable."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_marker(pytest.mark.drift)
+        self.live_dir = self.path
+
+    def setup(self) -> None:
+        # Planning happens in setup: a plan that cannot be made is an error, not a failure.
+        result = _drift_run(self.config).check(self.live_dir)
+        self.stash[_RESULT_KEY] = result
+        # As record_property does: junitxml shows them as <property> of the test case.
+        for key, value in (("status", result.status), *result.counts.items()):
+            self.user_properties.append((f"iac_drift_{key}", value))
+        if result.status == "error":
+            pytest.fail(f"could not check {result.name} for drift:\n{result.error}", pytrace=False)
+
+    def runtest(self) -> None:
+        result = self.stash[_RESULT_KEY]
+        if result.status == "drift":
+            raise DriftFound(result)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, DriftFound):
+            result: DriftResult = excinfo.value.args[0]
+            return (
+                f"drift in {result.name}: the plan is not empty "
+                f"({_counts_text(result)})\n{result.table()}"
+            )
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"drift check of {relative_name(self.path, self.config.rootpath)}"
+
+
+def _counts_text(result: DriftResult) -> str:
+    c = result.counts
+    return (
+        f"configuration drift {c['configuration_drift']}, state drift {c['state_drift']}, "
+        f"output changes {c['output_changes']}"
+    )
+
+
+def _drift_run(config: pytest.Config) -> DriftRun:
+    state = config.stash[_STATE_KEY]
+    if state._drift_run is None:
+        run = config.stash[RUN_KEY]
+        try:
+            terraform = run.terraform
+        except IacError as error:
+            pytest.fail(str(error), pytrace=False)
+        state._drift_run = DriftRun(
+            terraform, run.workdir / "drift", config.rootpath, state.backend_config
+        )
+    return state._drift_run
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if not isinstance(item, DriftItem):
+        return report
+    result = item.stash.get(_RESULT_KEY, None)
+    final = (report.when == "call") or (report.when == "setup" and report.outcome != "passed")
+    if result is not None and final:
+        setattr(report, _REPORT_ATTRIBUTE, result.to_dict())
+    return report
+
+
+# The marker and its fixture
+
+
+@dataclass(frozen=True, kw_only=True)
+class DriftOptions:
+    """The keyword arguments of `@pytest.mark.drift(path, *, backend_config=..., vars=...)`."""
+
+    backend_config: Mapping[str, Any] | None = None
+    vars: Mapping[str, Any] | None = None
+
+
+def _marker_target(request: pytest.FixtureRequest) -> tuple[Path, DriftOptions]:
+    marker = request.node.get_closest_marker("drift")
+    if marker is None:
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: the iac_drift fixture needs @pytest.mark.drift(path) to "
+            "name the live directory to plan"
+        )
+    if len(marker.args) > 1:
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: @pytest.mark.drift takes one path, got {marker.args!r}"
+        )
+    try:
+        options = DriftOptions(**marker.kwargs)
+    except TypeError as error:
+        valid = ", ".join(DriftOptions.__dataclass_fields__)
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: @pytest.mark.drift: {error}; its keyword arguments are {valid}"
+        ) from None
+    path = Path(request.path).parent / (marker.args[0] if marker.args else ".")
+    if not path.is_dir():
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: @pytest.mark.drift({marker.args[0]!r}): {path} is not a "
+            "directory (relative paths start at the test file's directory)"
+        )
+    return path, options
+
+
+@pytest.fixture
+def iac_drift(request: pytest.FixtureRequest) -> Plan:
+    """The `Plan` of the live directory named by `@pytest.mark.drift(path)`: plan-only.
+
+    For policies of your own: `assert not iac_drift.deletes`. Errors when the plan fails.
+    """
+    path, options = _marker_target(request)
+    result = _drift_run(request.config).check(
+        path,
+        backend_config=[options.backend_config] if options.backend_config else [],
+        vars=options.vars,
+    )
+    if result.status == "error" or result.plan is None:
+        pytest.fail(f"could not check {result.name} for drift:\n{result.error}", pytrace=False)
+    return result.plan
+
+
+# Reports
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    config = terminalreporter.config
+    state = config.stash[_STATE_KEY]
+    if not state.results:
+        return
+    terminalreporter.section("pytest-iac: drift")
+    for result in sorted(state.results, key=lambda r: r["name"]):
+        markup = {"clean": {"green": True}, "drift": {"red": True}}.get(
+            result["status"], {"yellow": True}
+        )
+        terminalreporter.line(reports.summary_line(result), **markup)
+    for path in _written(config):
+        terminalreporter.line(f"drift report: {path}")
+
+
+_WRITTEN_KEY = pytest.StashKey[list[Path]]()
+
+
+def _written(config: pytest.Config) -> list[Path]:
+    return config.stash.get(_WRITTEN_KEY, [])
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    state = config.stash[_STATE_KEY]
+    if _is_worker(config) or not (state.report_json or state.report_md):
+        return
+    run = config.stash[RUN_KEY]
+    try:
+        engine = run.terraform.describe() if state.results else None
+    except IacError:
+        engine = None
+    document = reports.document(
+        state.results, engine=engine, vcs=state.vcs.to_dict() if state.vcs else None
+    )
+    written: list[Path] = []
+    if state.report_json:
+        reports.write_json(state.report_json, document)
+        written.append(state.report_json)
+    if state.report_md:
+        written += reports.write_markdown(state.report_md, document)
+    config.stash[_WRITTEN_KEY] = written
