@@ -1,10 +1,42 @@
 """pytest-iac: test Terraform/OpenTofu modules in a sandbox and live configuration for drift."""
 
-from pytest_iac.engine import Engine, Settings, Terraform, find_engine
-from pytest_iac.errors import DestroyError, EngineNotFoundError, IacError, TerraformError
-from pytest_iac.fixtures import deployment
-from pytest_iac.plan import Change, OutputChange, Plan
-from pytest_iac.sandbox import Outputs, Sandbox, Stack
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_iac.engine import Engine, Settings, Terraform, find_engine
+    from pytest_iac.errors import DestroyError, EngineNotFoundError, IacError, TerraformError
+    from pytest_iac.fixtures import deployment
+    from pytest_iac.plan import Change, OutputChange, Plan
+    from pytest_iac.retry import eventually
+    from pytest_iac.sandbox import Outputs, Sandbox, Stack
+
+# The public names are imported on first use: `python -m pytest_iac.embedded`, a process per
+# command of the embedded engine, would otherwise import pytest and the rest (~0.17 s) each time.
+_MODULES = {
+    "pytest_iac.engine": ("Engine", "Settings", "Terraform", "find_engine"),
+    "pytest_iac.errors": ("DestroyError", "EngineNotFoundError", "IacError", "TerraformError"),
+    "pytest_iac.fixtures": ("deployment",),
+    "pytest_iac.plan": ("Change", "OutputChange", "Plan"),
+    "pytest_iac.retry": ("eventually",),
+    "pytest_iac.sandbox": ("Outputs", "Sandbox", "Stack"),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
+
 
 __all__ = [
     "Change",
@@ -21,5 +53,6 @@ __all__ = [
     "Terraform",
     "TerraformError",
     "deployment",
+    "eventually",
     "find_engine",
 ]

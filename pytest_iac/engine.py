@@ -29,6 +29,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from pytest_iac import embedded
 from pytest_iac.errors import EngineNotFoundError, TerraformError, TerraformTimeoutError
+from pytest_iac.redact import redact
 
 log = logging.getLogger("pytest_iac")
 
@@ -181,8 +182,18 @@ class Terraform:
     @property
     def version(self) -> str:
         if self._version is None:
-            result = self.run(["version", "-json"], cwd=Path.cwd(), quiet=True)
-            self._version = str(json.loads(result.stdout)["terraform_version"])
+            # Cached across runs: asking costs a terraform process on every run.
+            key = _version_key(self.engine)
+            versions = self.settings.plugin_cache_dir
+            store = versions / ".pytest-iac-versions.json" if versions and key else None
+            cached = _read_json(store).get(key) if store and key else None
+            if isinstance(cached, str):
+                self._version = cached
+            else:
+                result = self.run(["version", "-json"], cwd=Path.cwd(), quiet=True)
+                self._version = str(json.loads(result.stdout)["terraform_version"])
+                if store is not None and key is not None:
+                    _write_json(store, {**_read_json(store), key: self._version})
         return self._version
 
     def describe(self) -> str:
@@ -231,7 +242,9 @@ class Terraform:
             with attempt:
                 result = self._run_once(args, cwd, full_env, label, module, quiet)
                 if result.returncode not in ok_codes:
-                    raise TerraformError(args, cwd, result.returncode, result.output, module=module)
+                    raise TerraformError(
+                        args, cwd, result.returncode, redact(result.output), module=module
+                    )
         return result
 
     def _is_transient(self, error: BaseException) -> bool:
@@ -273,7 +286,12 @@ class Terraform:
                 _pump(process.stderr, stderr, None if quiet else prefix),
             ]
             try:
-                returncode = process.wait(timeout=self.settings.timeout)
+                # Wait for the end of the output, then the exit: `Popen.wait(timeout)` polls
+                # in sleeps of up to 50 ms, which added ~30 ms to every command.
+                deadline = started + self.settings.timeout
+                for reader in readers:
+                    reader.join(min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX))
+                returncode = process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 _stop(process)
                 for reader in readers:
@@ -282,7 +300,7 @@ class Terraform:
                     args,
                     cwd,
                     -1,
-                    "".join(stdout + stderr),
+                    redact("".join(stdout + stderr)),
                     module=module,
                     hint=f"stopped after the timeout of {self.settings.timeout:g}s (--iac-timeout)",
                 ) from None
@@ -295,6 +313,37 @@ class Terraform:
         return Result(
             args, returncode, "".join(stdout), "".join(stderr), time.monotonic() - started
         )
+
+
+def _version_key(engine: Engine) -> str | None:
+    """What identifies an engine's build: its file's path, size and mtime.
+
+    None for a script: a version manager's shim picks the version when it runs.
+    """
+    try:
+        stat = engine.path.stat()
+        with engine.path.open("rb") as binary:
+            if binary.read(2) == b"#!":
+                return None
+    except OSError:
+        return None
+    return f"{engine.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _read_json(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: Mapping[str, object]) -> None:
+    """Write atomically: concurrent runs see the old file or the new one, never half of one."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}")
+    with contextlib.suppress(OSError):
+        partial.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        partial.replace(path)
 
 
 def _automation_args(args: Sequence[str]) -> list[str]:
@@ -316,7 +365,7 @@ def _pump(stream: IO[bytes], sink: list[str], prefix: str | None) -> threading.T
             line = raw.decode("utf-8", errors="replace")
             sink.append(line)
             if prefix is not None and line.strip():
-                log.info("%s%s", prefix, line.rstrip())
+                log.info("%s%s", prefix, redact(line.rstrip()))
         stream.close()
 
     thread = threading.Thread(target=read, daemon=True)
@@ -336,6 +385,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+    except BaseException:
+        # Interrupted again while it stops: never leave terraform running on its own.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
 
 
 @contextlib.contextmanager

@@ -8,11 +8,13 @@ before the apply starts, so a failed or half-finished apply is destroyed too.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
+from pytest_iac import signals
 from pytest_iac.errors import DestroyError, IacError
 from pytest_iac.plan import Plan
 from pytest_iac.run import IacRun
@@ -70,6 +72,7 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
         backend_config: Mapping[str, Any] | None = None,
     ) -> Stack:
         __tracebackhide__ = True
+        run.ledger.test = request.node.nodeid  # recorded with the deployment
         try:
             stack = run.sandbox.stack(
                 base / path,
@@ -87,19 +90,69 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
 
     yield deploy
 
+    _teardown(request, run, stacks, failures_before)
+
+
+def _teardown(
+    request: pytest.FixtureRequest, run: IacRun, stacks: list[Stack], failures_before: int
+) -> None:
+    """Destroy (or keep) `stacks`, newest first, through failures, timeouts and interrupts.
+
+    A destroy that fails, or is stopped by a second interrupt or a timeout, leaves the
+    deployment in the ledger and says how to finish: `pytest --iac-cleanup`.
+    """
     errors: list[str] = []
+    stopped: BaseException | None = None
+    postponed: int | None = None
+    interrupted = False
     for stack in reversed(stacks):
-        if run.teardown == "never":
+        if not stack.needs_destroy:
+            stack.destroy()  # nothing was applied: only removes the working directory
+        elif run.teardown == "never":
             run.keep(stack, "--iac-teardown=never")
         elif run.teardown == "on-success" and _test_failed(request, failures_before):
             run.keep(stack, "--iac-teardown=on-success and the test failed")
+        elif stopped is not None or run.interrupts > 1:
+            run.failed.append(stack)
+            signals.tell(request.config, _left_message(run, stack, "not destroyed: aborted"))
         else:
+            interrupted = run.interrupts > 0
             try:
-                stack.destroy()
+                with signals.shield(
+                    interrupted, partial(signals.tell, request.config), f"destroying {stack.source}"
+                ) as shield:
+                    stack.destroy()
             except DestroyError as error:
+                run.failed.append(stack)
                 errors.append(str(error))
+            except BaseException as error:  # an interrupt or a timeout stopped the destroy
+                run.failed.append(stack)
+                if isinstance(error, KeyboardInterrupt):
+                    run.interrupts = max(run.interrupts, 1) + 1
+                why = "destroy stopped: " + (str(error).splitlines() or [type(error).__name__])[0]
+                signals.tell(request.config, _left_message(run, stack, why))
+                stopped = error
+            if shield.postponed is not None:
+                postponed = shield.postponed
+    # Once pytest is stopping (interrupted, or finishing), raising would only add a traceback.
+    stopping = interrupted or run.finishing
+    if stopped is not None:
+        if isinstance(stopped, KeyboardInterrupt) and stopping:
+            return  # said above what is left
+        raise stopped
     if errors:
         pytest.fail("\n\n".join(errors), pytrace=False)
+    if postponed is not None and not stopping:
+        raise signals.interrupt_for(postponed)  # the interrupt the destroy held back
+
+
+def _left_message(run: IacRun, stack: Stack, why: str) -> str:
+    record = run.ledger.record_path(stack)
+    return (
+        f"pytest-iac: {stack.source} {why}. It stays deployed and in the ledger "
+        f"({record}); to finish, run `pytest --iac-cleanup` in the project, or by hand:\n"
+        f"  {stack.destroy_command()}"
+    )
 
 
 def _deploy_fixture(scope: str, name: str) -> Any:
@@ -153,6 +206,11 @@ def deployment(
         except IacError as error:
             _finish(deployments)
             pytest.fail(str(error), pytrace=False)
+        except BaseException as error:  # an interrupt or a timeout during the apply
+            if isinstance(error, KeyboardInterrupt):
+                iac_run(request).interrupts += 1
+            _finish(deployments)
+            raise
         yield stack
         _finish(deployments)
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import pytest
 
+from pytest_iac import signals
+from pytest_iac.cleanup import cleanup
 from pytest_iac.engine import (
     DEFAULT_RETRYABLE_ERRORS,
     DEFAULT_TIMEOUT,
@@ -27,12 +30,18 @@ from pytest_iac.fixtures import (
     iac_plan,
     iac_session_deploy,
 )
+from pytest_iac.ledger import Tally
 from pytest_iac.run import TEARDOWN_POLICIES, IacRun, new_run_id, plugin_cache
 from pytest_iac.sandbox import SensitiveStr
 
 _LIVE_OUTPUT_KEY = pytest.StashKey[logging.Handler]()
+_SIGNALS_KEY = pytest.StashKey[Callable[[], None]]()
+_TALLY_KEY = pytest.StashKey[Tally]()  # what xdist workers reported
 
 __all__ = ["iac_deploy", "iac_module_deploy", "iac_name", "iac_plan", "iac_session_deploy"]
+
+# Drift checks (live root modules as items, the drift marker's fixture, reports).
+pytest_plugins = ["pytest_iac.drift_items", "pytest_iac.aws_plugin"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,6 +64,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="retries of a command that failed with a transient error (default 3; ini iac_retries)",
     )
     group.addoption(
+        "--iac-retry-wait",
+        type=float,
+        help="seconds before the first retry, doubling up to 30 (default 2; ini iac_retry_wait)",
+    )
+    group.addoption(
         "--iac-provider-mirror",
         action="append",
         default=[],
@@ -68,9 +82,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="when to destroy sandbox deployments: always (default), on-success (keep a "
         "failed test's deployment for debugging) or never (ini iac_teardown)",
     )
+    group.addoption(
+        "--iac-cleanup",
+        action="store_true",
+        help="run no tests: destroy every deployment in this project's ledger (what "
+        "interrupted or failed runs left), and exit non-zero if any is left",
+    )
+    group.addoption(
+        "--iac-cleanup-dry-run",
+        action="store_true",
+        help="run no tests: list what --iac-cleanup would destroy",
+    )
+    group.addoption(
+        "--iac-cleanup-force",
+        action="store_true",
+        help="with --iac-cleanup: destroy deployments of pytest processes that still run too",
+    )
     parser.addini("iac_binary", "Terraform engine: path, name or 'embedded'")
     parser.addini("iac_timeout", "seconds one terraform command may run")
     parser.addini("iac_retries", "retries of a command that failed with a transient error")
+    parser.addini("iac_retry_wait", "seconds before the first retry; doubles up to 30 s")
     parser.addini(
         "iac_retryable_errors",
         "regular expressions (one a line) of retryable output",
@@ -92,9 +123,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "module; gives the test an `iac_drift` fixture with its Plan",
     )
     config.stash[RUN_KEY] = _iac_run(config)
+    config.stash[_SIGNALS_KEY] = signals.install()  # SIGTERM: the graceful path of Ctrl-C
+    config.stash[_TALLY_KEY] = Tally()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "iac-xdist")
-    if config.getoption("capture") == "no" and not config.getini("log_cli"):
+    if config.getoption("capture") == "no" and not _log_cli(config):
         config.stash[_LIVE_OUTPUT_KEY] = _show_terraform_output()
 
 
@@ -102,7 +135,9 @@ def _iac_run(config: pytest.Config) -> IacRun:
     """The run's settings from options, then ini, then environment; bad values are usage errors."""
 
     def setting(option: str, ini: str, env: str | None = None) -> str | None:
-        value = config.getoption(option) or config.getini(ini) or None
+        value = config.getoption(option)
+        if value is None or value == "":
+            value = config.getini(ini) or None
         if value is None and env:
             value = os.environ.get(env) or None
         return str(value) if value is not None else None
@@ -130,6 +165,7 @@ def _iac_run(config: pytest.Config) -> IacRun:
     settings = Settings(
         timeout=number("iac_timeout", "iac_timeout", float, DEFAULT_TIMEOUT),
         retries=int(number("iac_retries", "iac_retries", int, 3)),
+        retry_wait=number("iac_retry_wait", "iac_retry_wait", float, 2.0),
         retryable_errors=(*DEFAULT_RETRYABLE_ERRORS, *config.getini("iac_retryable_errors")),
         provider_mirrors=tuple(dict.fromkeys(mirrors)),
         plugin_cache_dir=plugin_cache(),
@@ -158,6 +194,21 @@ class _XdistHooks:
     def pytest_configure_node(node: object) -> None:
         config: pytest.Config = node.config  # type: ignore[attr-defined]
         node.workerinput["iac_run_id"] = config.stash[RUN_KEY].run_id  # type: ignore[attr-defined]
+
+    @staticmethod
+    def pytest_testnodedown(node: object, error: object) -> None:
+        config: pytest.Config = node.config  # type: ignore[attr-defined]
+        output = getattr(node, "workeroutput", None) or {}
+        if "iac_tally" in output:
+            config.stash[_TALLY_KEY].add(Tally.from_json(output["iac_tally"]))
+
+
+def _log_cli(config: pytest.Config) -> bool:
+    """Whether pytest's live logging is on (never, with `-p no:logging`)."""
+    try:
+        return bool(config.getini("log_cli"))
+    except ValueError:
+        return False
 
 
 def _show_terraform_output() -> logging.Handler:
@@ -211,19 +262,88 @@ def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str]
     return None
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """--iac-cleanup and --iac-cleanup-dry-run run instead of the tests, like --fixtures."""
+    if not (config.option.iac_cleanup or config.option.iac_cleanup_dry_run):
+        return None
+    from _pytest.main import wrap_session  # what --fixtures and --markers run through
+
+    return int(wrap_session(config, _cleanup_main))
+
+
+def _cleanup_main(config: pytest.Config, session: pytest.Session) -> int:
+    run = config.stash[RUN_KEY]
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    outcome = cleanup(
+        run.ledger,
+        settings=run.settings,
+        config_dir=run.workdir,
+        engine=lambda: run.engine,
+        override=run.engine_spec is not None,
+        dry_run=config.option.iac_cleanup_dry_run,
+        force=config.option.iac_cleanup_force,
+        write=reporter.write_line if reporter is not None else print,
+    )
+    return 1 if outcome.left and not config.option.iac_cleanup_dry_run else 0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    run = session.config.stash[RUN_KEY]
+    run.finishing = True  # teardowns from here on must not raise
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        run.interrupts = max(run.interrupts, 1)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["iac_tally"] = dataclasses.asdict(run.tally())
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    run = terminalreporter.config.stash[RUN_KEY]
-    if run.kept:
-        terminalreporter.section("pytest-iac: deployments kept", yellow=True)
-        for stack in run.kept:
-            terminalreporter.line(f"{stack.source} in {stack.workdir}")
-            terminalreporter.line(f"  destroy: {stack.destroy_command()}")
+    config = terminalreporter.config
+    if config.option.iac_cleanup or config.option.iac_cleanup_dry_run:
+        return
+    run = config.stash[RUN_KEY]
+    tally = run.tally()
+    tally.add(config.stash[_TALLY_KEY])
+    left = [e for e in run.ledger.entries() if e.record.run_id == run.run_id]
+    if not (tally.made or left or tally.leaked):
+        return
+    trouble = bool(tally.failed or tally.leaked or len(left) > len(tally.kept))
+    what = [
+        name
+        for name, found in (
+            ("kept", tally.kept),
+            ("failed to destroy", tally.failed),
+            ("leaked", tally.leaked),
+            ("left in the ledger", left),
+        )
+        if found
+    ]
+    title = "pytest-iac" + (f": deployments {', '.join(what)}" if what else "")
+    terminalreporter.section(title, red=trouble, yellow=bool(left) and not trouble)
+    terminalreporter.line(tally.line())
+    for title, rows in (("kept", tally.kept), ("failed to destroy", tally.failed)):
+        for module, workdir, command in rows:
+            terminalreporter.line(f"{title}: {module} in {workdir}")
+            terminalreporter.line(f"  destroy: {command}")
+    for leak in tally.leaked:
+        terminalreporter.line(f"leaked: {leak}")
+    if left:
+        terminalreporter.line(
+            f"{len(left)} deployment(s) of this run are in the ledger "
+            f"({run.ledger.directory}): `pytest --iac-cleanup` destroys them "
+            "(`--iac-cleanup-dry-run` lists them)"
+        )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(RUN_KEY, None)
     if run is not None:
         run.close()
+    undo = config.stash.get(_SIGNALS_KEY, None)
+    if undo is not None:
+        undo()
     handler = config.stash.get(_LIVE_OUTPUT_KEY, None)
     if handler is not None:
         logging.getLogger("pytest_iac").removeHandler(handler)

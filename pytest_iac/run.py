@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Literal
 
 from pytest_iac.engine import Engine, Settings, Terraform, find_engine
-from pytest_iac.sandbox import Sandbox, Stack
+from pytest_iac.ledger import Ledger, Tally
+from pytest_iac.sandbox import Hook, Sandbox, Stack
 
 log = logging.getLogger("pytest_iac")
 
@@ -66,7 +67,13 @@ class IacRun:
     teardown: Teardown = "always"
     worker: str = "main"
     kept: list[Stack] = field(default_factory=list)
+    hooks: list[Hook] = field(default_factory=list)  # given to the sandbox: guards, tags
+    failed: list[Stack] = field(default_factory=list)  # destroys that failed or were aborted
+    leaked: list[str] = field(default_factory=list)  # found by a sweep after the destroys
+    interrupts: int = 0  # Ctrl-C/SIGTERM seen: a destroy lets the first one wait, not the next
+    finishing: bool = False  # pytest is finishing the session: teardowns must not raise
     _engine: Engine | None = None
+    _ledger: Ledger | None = None
     _terraform: Terraform | None = None
     _sandbox: Sandbox | None = None
 
@@ -89,16 +96,39 @@ class IacRun:
     @property
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
-            self._sandbox = Sandbox(self.terraform, self.workdir / "sandboxes")
+            self._sandbox = Sandbox(
+                self.terraform, self.workdir / "sandboxes", hooks=[*self.hooks, self.ledger.hook]
+            )
         return self._sandbox
+
+    @property
+    def ledger(self) -> Ledger:
+        """The project's ledger: every deployment is recorded before its apply."""
+        if self._ledger is None:
+            self._ledger = Ledger(
+                project_dir(self.rootdir) / "ledger", run_id=self.run_id, worker=self.worker
+            )
+        return self._ledger
 
     def name(self, test_name: str, key: str) -> str:
         """A short DNS-safe name, unique to this run and `key`: `t-<test>-<hash>`."""
         digest = hashlib.sha256(f"{self.run_id}:{key}".encode()).hexdigest()[:6]
         return f"t-{_slug(test_name, 16) or 'test'}-{digest}"
 
+    def tally(self) -> Tally:
+        """This process's deployments, counted."""
+
+        def row(stack: Stack) -> list[str]:
+            return [str(stack.source), str(stack.workdir), stack.destroy_command()]
+
+        made = self._ledger.made if self._ledger else 0
+        destroyed = self._ledger.destroyed if self._ledger else 0
+        kept, failed = [row(s) for s in self.kept], [row(s) for s in self.failed]
+        return Tally(made, destroyed, kept, failed, list(self.leaked))
+
     def keep(self, stack: Stack, why: str) -> None:
         self.kept.append(stack)
+        self.ledger.mark_kept(stack, why)
         log.warning(
             "kept %s (%s) in %s; destroy it with:\n  %s",
             stack.source,
@@ -109,6 +139,8 @@ class IacRun:
 
     def close(self) -> None:
         """Remove the run's directory unless a deployment (kept, or not destroyed) is in it."""
+        if self._ledger is not None:
+            self._ledger.close()
         sandboxes = self.workdir / "sandboxes"
         if self._terraform is not None and not (sandboxes.is_dir() and any(sandboxes.iterdir())):
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from pytest_iac import redact
 from pytest_iac.engine import Result, Terraform
 from pytest_iac.errors import DestroyError, IacError, TerraformError
 from pytest_iac.plan import Plan
@@ -122,6 +123,7 @@ class Stack:
         if self._outputs is None:
             raw = self._run(["output", "-json"], quiet=True).json()
             self._outputs = Outputs(raw if isinstance(raw, dict) else {})
+            redact.remember([self._outputs[name] for name in self._outputs.sensitive])
         return self._outputs
 
     @property
@@ -230,7 +232,9 @@ class Stack:
         # Variables go through a JSON var file, never the command line: every type arrives
         # intact and no value shows up in a process list.
         var_file = self.workdir / _VAR_FILE
-        _write_private(var_file, json.dumps(self.vars if vars is None else vars, indent=2))
+        values = self.vars if vars is None else vars
+        redact.remember_variables(self.module_dir, values)  # masked in all we show
+        _write_private(var_file, json.dumps(values, indent=2))
         return [f"-var-file={f}" for f in (*self.var_files, var_file)]
 
     def _run(self, args: list[str], *, quiet: bool = False) -> Result:

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from conftest import leftovers
 
 from pytest_iac import embedded
 from pytest_iac.engine import Settings, Terraform, cli_config, find_engine
@@ -192,3 +193,30 @@ def test_env_scrubbing_keeps_user_credentials(
     assert env["TF_IN_AUTOMATION"] == "1"
     assert env["CHECKPOINT_DISABLE"] == "1"
     assert env["TF_CLI_CONFIG_FILE"] == str(tmp_path / "terraform.rc")
+
+
+@needs_terraform
+def test_zero_retries_means_zero(pytester: pytest.Pytester, iac_home: Path) -> None:
+    assert TERRAFORM is not None
+    wrapper = pytester.path / "flaky-terraform"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = apply ]; then\n'
+        f"  echo attempt >> {pytester.path / 'attempts'}\n"
+        "  echo 'Error: connection reset by peer' >&2; exit 1\n"
+        "fi\n"
+        f'exec {TERRAFORM} "$@"\n'
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    (pytester.path / "main.tf").write_text('resource "terraform_data" "x" {}\n')
+    pytester.makepyfile("def test_it(iac_deploy): iac_deploy()")
+    result = pytester.runpytest(f"--iac-binary={wrapper}", "--iac-retries=0", "-p", "no:logging")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["E *connection reset by peer*"])
+    assert (pytester.path / "attempts").read_text().count("attempt") == 1
+    assert leftovers(iac_home) == []
+
+
+def test_s_works_without_the_logging_plugin(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    pytester.runpytest("-s", "-p", "no:logging").assert_outcomes(passed=1)

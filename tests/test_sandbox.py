@@ -72,7 +72,7 @@ def source_files(root: Path) -> set[str]:
 def test_deploy_inspect_and_destroy(
     pytester: pytest.Pytester, module: Path, engine: str, iac_home: Path
 ) -> None:
-    (module / "test_app.py").write_text(
+    (module / "test_sandboxed_app.py").write_text(
         f"""
 def test_app(iac_deploy, iac_name):
     settings = {SETTINGS}
@@ -116,7 +116,7 @@ def test_header_names_the_engine(pytester: pytest.Pytester, engine: str) -> None
 def test_sensitive_output_is_hidden_in_assertion_messages(
     pytester: pytest.Pytester, module: Path, iac_home: Path
 ) -> None:
-    (module / "test_app.py").write_text(
+    (module / "test_sandboxed_app.py").write_text(
         f"""
 def test_app(iac_deploy, iac_name):
     stack = iac_deploy(".", vars={{"name": iac_name, "settings": {SETTINGS}}})
@@ -133,7 +133,7 @@ def test_app(iac_deploy, iac_name):
 def test_shared_deployment_is_deployed_once_and_destroyed(
     pytester: pytest.Pytester, module: Path, iac_home: Path
 ) -> None:
-    (module / "test_app.py").write_text(
+    (module / "test_sandboxed_app.py").write_text(
         f"""
 import pytest_iac
 
@@ -157,7 +157,7 @@ def test_without_deployment():
 
 
 def test_deploying_tests_are_marked_sandbox(pytester: pytest.Pytester, module: Path) -> None:
-    (module / "test_app.py").write_text(
+    (module / "test_sandboxed_app.py").write_text(
         """
 import pytest, pytest_iac
 
@@ -204,7 +204,7 @@ def test_all_different():
 def test_plan_only_deploys_nothing(
     pytester: pytest.Pytester, module: Path, engine: str, iac_home: Path
 ) -> None:
-    (module / "test_app.py").write_text(
+    (module / "test_sandboxed_app.py").write_text(
         f"""
 def test_plan(iac_plan):
     plan = iac_plan(".", vars={{"name": "n", "settings": {SETTINGS}}})
@@ -222,7 +222,7 @@ def test_plan(iac_plan):
 
 
 def test_terraform_output_streams_with_s(pytester: pytest.Pytester, module: Path) -> None:
-    (module / "test_app.py").write_text(
+    (module / "test_sandboxed_app.py").write_text(
         f"""
 def test_app(iac_deploy):
     iac_deploy(".", vars={{"name": "streamed", "settings": {SETTINGS}}})
@@ -239,7 +239,7 @@ def test_app(iac_deploy):
 def test_teardown_on_success_keeps_a_failed_tests_deployment(
     pytester: pytest.Pytester, module: Path, iac_home: Path
 ) -> None:
-    (module / "test_app.py").write_text(
+    (module / "test_sandboxed_app.py").write_text(
         f"""
 def test_fails(iac_deploy):
     iac_deploy(".", vars={{"name": "kept", "settings": {SETTINGS}}})

@@ -6,9 +6,7 @@ import pytest_iac
 
 
 def test_label_is_deployed(iac_deploy, iac_name):
-    stack = iac_deploy(
-        vars={"name": iac_name, "environment": "dev", "tags": {"Team": "platform"}}
-    )
+    stack = iac_deploy(vars={"name": iac_name, "environment": "dev", "tags": {"Team": "platform"}})
 
     assert stack.outputs["id"] == f"dev-{iac_name}"
     assert stack.outputs["tags"] == {

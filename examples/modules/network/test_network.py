@@ -31,13 +31,9 @@ def test_one_subnet_per_zone(network):
 
 
 def test_adding_a_zone_only_adds_a_subnet(network):
-    plan = network.plan(
-        vars={**NETWORK_VARS, "azs": [*NETWORK_VARS["azs"], "eu-west-1d"]}
-    )
+    plan = network.plan(vars={**NETWORK_VARS, "azs": [*NETWORK_VARS["azs"], "eu-west-1d"]})
 
-    assert [c.address for c in plan.creates] == [
-        'module.subnet["eu-west-1d"].terraform_data.this'
-    ]
+    assert [c.address for c in plan.creates] == ['module.subnet["eu-west-1d"].terraform_data.this']
     assert plan.updates == []
     assert plan.replaces == []
     assert plan.deletes == []

@@ -1,0 +1,558 @@
+"""Drift checks of live configuration: examples/live deployed once into a moto S3 backend.
+
+The live tree is deployed once per session with plain `terraform apply` (as its owners would
+have done); every test then works on its own copy of the code against that same state, and
+proves the state objects are byte-identical afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import git
+import pytest
+
+from pytest_iac.drift import find_live_roots
+from tests.conftest import EXAMPLES, free_port, leftovers
+
+BUCKET = "drift-live-state"
+LIVE_DIRS = ["live/prod/app", "live/prod/network", "live/staging/app", "live/staging/network"]
+
+
+def backend_settings(endpoint: str, **extra: object) -> str:
+    """Run-wide backend configuration for the moto S3 backend: what CI would pass."""
+    settings: dict[str, object] = {
+        "bucket": BUCKET,
+        "region": "us-east-1",
+        "access_key": "testing",
+        "secret_key": "testing",
+        "use_path_style": True,
+        "skip_credentials_validation": True,
+        "skip_requesting_account_id": True,
+        "skip_metadata_api_check": True,
+        "skip_region_validation": True,
+        "endpoints": {"s3": endpoint},
+        **extra,
+    }
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+
+
+def s3(endpoint: str) -> object:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def state_objects(endpoint: str, bucket: str = BUCKET) -> dict[str, bytes]:
+    """Every object in a state bucket, by key: states, and locks if any were left."""
+    client = s3(endpoint)
+    listing = client.list_objects_v2(Bucket=bucket)  # type: ignore[attr-defined]
+    return {
+        o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()  # type: ignore[attr-defined]
+        for o in listing.get("Contents", [])
+    }
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file under `root` (hidden ones too) with its mtime and content hash."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def code_snapshot(repo: Path) -> dict[str, tuple[int, str]]:
+    """The live code and the modules it uses, file by file."""
+    return {**tree_snapshot(repo / "live"), **tree_snapshot(repo / "modules")}
+
+
+def copy_live_tree(destination: Path) -> Path:
+    """examples/live and the modules it uses, as a user's repository would hold them."""
+    for name in ("live", "modules"):
+        shutil.copytree(
+            EXAMPLES / name,
+            destination / name,
+            ignore=shutil.ignore_patterns("test_*.py", "__pycache__", ".terraform*", "*.tfstate*"),
+            dirs_exist_ok=True,
+        )
+    return destination
+
+
+@dataclass
+class Deployed:
+    endpoint: str
+    backend_file: Path  # run-wide backend settings, as CI would pass them
+    states: dict[str, bytes]  # the state objects right after the deployment
+
+
+@pytest.fixture(scope="session")
+def deployed(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+    """examples/live applied once, with plain terraform, into a bucket on the moto server."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("the live tree is deployed with the terraform binary; none on PATH")
+    s3(moto_endpoint).create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
+    work = tmp_path_factory.mktemp("live-deploy")
+    backend_file = work / "moto.tfbackend"
+    backend_file.write_text(backend_settings(moto_endpoint))
+    tree = copy_live_tree(work / "repo")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    env.update(TF_IN_AUTOMATION="1", CHECKPOINT_DISABLE="1")
+    for name in LIVE_DIRS:
+        env["TF_DATA_DIR"] = str(work / "tfdata" / name)
+        for args in (
+            ["init", "-input=false", "-backend-config=backend.tfbackend"],
+            ["apply", "-auto-approve", "-input=false"],
+        ):
+            if args[0] == "init":
+                args.append(f"-backend-config={backend_file}")
+            subprocess.run(
+                [terraform, *args, "-no-color"],
+                cwd=tree / name,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+    states = state_objects(moto_endpoint)
+    assert sorted(states) == sorted(
+        f"{d.removeprefix('live/')}/terraform.tfstate" for d in LIVE_DIRS
+    )
+    return Deployed(moto_endpoint, backend_file, states)
+
+
+@pytest.fixture
+def live(pytester: pytest.Pytester, deployed: Deployed) -> Iterator[Path]:
+    """A fresh copy of the live code in pytester's directory; the state is the shared one."""
+    copy_live_tree(pytester.path)
+    yield pytester.path / "live"
+    # Whatever a test did, the live state was only read.
+    assert state_objects(deployed.endpoint) == deployed.states
+
+
+def drift(pytester: pytest.Pytester, deployed: Deployed, *args: str) -> pytest.RunResult:
+    return pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "drift",
+        f"--iac-backend-config={deployed.backend_file}",
+        *args,
+    )
+
+
+def test_live_roots_are_collected_by_path(pytester: pytest.Pytester, live: Path) -> None:
+    result = pytester.runpytest("--collect-only", "-q", "-m", "drift", "live")
+    result.stdout.fnmatch_lines([f"{d}::drift" for d in LIVE_DIRS])
+    assert "modules/" not in result.stdout.str()  # modules the live dirs call are not roots
+
+    result = pytester.runpytest("--collect-only", "-q", "-m", "drift", "-k", "prod", ".")
+    result.stdout.fnmatch_lines(["live/prod/app::drift", "live/prod/network::drift", "*2/4*"])
+    assert "modules/" not in result.stdout.str()  # nor are modules nobody deployed
+
+    # Not a drift run: live configuration is never planned by a plain `pytest`.
+    result = pytester.runpytest("--collect-only", "-q", "live")
+    assert "::drift" not in result.stdout.str()
+
+
+def test_discovery_rule_as_a_library() -> None:
+    roots = find_live_roots([EXAMPLES], base=EXAMPLES.parent)
+    assert [r.relative_to(EXAMPLES).as_posix() for r in roots] == LIVE_DIRS
+
+
+def test_live_exclude_and_ini_live_dirs(pytester: pytest.Pytester, live: Path) -> None:
+    pytester.makeini("[pytest]\niac_live_dirs = live\niac_live_exclude = live/staging/*\n")
+    result = pytester.runpytest("--collect-only", "-q", "-m", "drift")
+    result.stdout.fnmatch_lines(["live/prod/app::drift", "live/prod/network::drift"])
+    assert "staging" not in result.stdout.str()
+
+
+def test_clean_tree_passes_and_writes_nothing(
+    pytester: pytest.Pytester, live: Path, deployed: Deployed, engine: str, iac_home: Path
+) -> None:
+    before = code_snapshot(pytester.path)
+    result = drift(pytester, deployed, f"--iac-binary={engine}", "live")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*pytest-iac: drift*",
+            "clean  live/prod/app  (configuration 0, state 0, outputs 0)",
+            "clean  live/prod/network  *",
+            "clean  live/staging/app  *",
+            "clean  live/staging/network  *",
+        ]
+    )
+    assert result.ret == 0
+    assert code_snapshot(pytester.path) == before  # no .terraform, lock file or state
+    assert leftovers(iac_home) == []
+    assert not list(iac_home.rglob("*.tfplan"))  # plans hold a copy of the state
+
+
+def test_changes_fail_with_a_table_and_reports(
+    pytester: pytest.Pytester, live: Path, deployed: Deployed, iac_home: Path
+) -> None:
+    app = live / "staging/app/main.tf"
+    app.write_text(
+        app.read_text()
+        .replace("instance_count = 1", "instance_count = 2")
+        .replace('LOG_LEVEL = "info"', 'LOG_LEVEL = "debug"')
+    )
+    network = live / "prod/network/main.tf"
+    network.write_text(
+        network.read_text().replace(
+            "value       = module.network.vpc_id", 'value       = "vpc:${module.network.vpc_id}"'
+        )
+    )
+    before = code_snapshot(pytester.path)
+    summary = pytester.path / "step-summary.md"
+    summary.write_text("# earlier step\n")
+    os.environ["GITHUB_STEP_SUMMARY"] = str(summary)
+    try:
+        result = drift(
+            pytester,
+            deployed,
+            "live",
+            "--iac-report-json=out/drift.json",
+            "--iac-report-md=out/drift.md",
+            "--junitxml=out/junit.xml",
+        )
+    finally:
+        del os.environ["GITHUB_STEP_SUMMARY"]
+
+    result.assert_outcomes(passed=2, failed=2)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*drift in live/prod/network: the plan is not empty "
+            "(configuration drift 0, state drift 0, output changes 1)",
+            "output changes: 1",
+            '  vpc_id  update   "*" -> "vpc:*"',
+            "*drift in live/staging/app: the plan is not empty "
+            "(configuration drift 2, state drift 0, output changes 1)",
+            "configuration drift (the code differs from the state): 2",
+            "  ADDRESS * ACTION * CHANGED",
+            "  module.app.terraform_data.instance[[]0[]]  update   input.env.LOG_LEVEL, output",
+            '* input.env.LOG_LEVEL: "info" -> "debug"',
+            "  module.app.terraform_data.instance[[]1[]]  create",
+            "output changes: 1",
+            '  instance_ids  update   [[]"*"[]] -> [[]"*", "(known after apply)"[]]',
+            "*pytest-iac: drift*",
+            "clean  live/prod/app  *",
+            "drift  live/prod/network  (configuration 0, state 0, outputs 1)",
+            "drift  live/staging/app  (configuration 2, state 0, outputs 1)",
+            "clean  live/staging/network  *",
+        ]
+    )
+    assert "state drift (objects changed outside" not in result.stdout.str()
+    assert code_snapshot(pytester.path) == before
+    assert leftovers(iac_home) == []
+
+    report = json.loads((pytester.path / "out/drift.json").read_text())
+    assert report["ok"] is False
+    assert report["totals"] == {"clean": 2, "drift": 2, "error": 0}
+    assert report["engine"].startswith("terraform ")
+    by_name = {d["name"]: d for d in report["directories"]}
+    assert list(by_name) == LIVE_DIRS
+    app_result = by_name["live/staging/app"]
+    assert app_result["counts"] == {
+        "configuration_drift": 2,
+        "state_drift": 0,
+        "output_changes": 1,
+    }
+    assert [(c["address"], c["action"]) for c in app_result["configuration_drift"]] == [
+        ("module.app.terraform_data.instance[0]", "update"),
+        ("module.app.terraform_data.instance[1]", "create"),
+    ]
+    assert {"path": "input.env.LOG_LEVEL", "before": "info", "after": "debug"} in app_result[
+        "configuration_drift"
+    ][0]["attributes"]
+    assert [o["name"] for o in by_name["live/prod/network"]["output_changes"]] == ["vpc_id"]
+
+    markdown = (pytester.path / "out/drift.md").read_text()
+    assert "**2 clean, 2 drifted, 0 could not be checked.**" in markdown
+    assert "| `live/staging/app` | ❌ drift | 2 | 0 | 1 |" in markdown
+    assert "| `module.app.terraform_data.instance[1]` | create |  |" in markdown
+    assert summary.read_text() == "# earlier step\n" + markdown
+
+    junit = (pytester.path / "out/junit.xml").read_text()
+    assert '<property name="iac_drift_status" value="drift" />' in junit
+    assert '<property name="iac_drift_configuration_drift" value="2" />' in junit
+
+
+def test_unreachable_backend_errors(
+    pytester: pytest.Pytester, live: Path, deployed: Deployed
+) -> None:
+    unreachable = pytester.path / "unreachable.tfbackend"
+    unreachable.write_text(backend_settings(f"http://127.0.0.1:{free_port()}", max_retries=0))
+    result = drift(
+        pytester,
+        deployed,
+        f"--iac-backend-config={unreachable}",
+        "-o",
+        "iac_retries=0",  # (--iac-retries=0 reads as unset: see the report)
+        "--iac-report-json=drift.json",
+        "live/prod/network",
+    )
+    result.assert_outcomes(errors=1)
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of drift*",
+            "could not check live/prod/network for drift:",
+            "terraform init failed for module */live/prod/network",
+            "*Error: *",
+            "error  live/prod/network  (terraform init failed for module *)",
+        ]
+    )
+    report = json.loads((pytester.path / "drift.json").read_text())
+    assert report["totals"] == {"clean": 0, "drift": 0, "error": 1}
+    assert report["ok"] is False
+
+
+def test_parallel_runs_give_the_same_results(
+    pytester: pytest.Pytester, live: Path, deployed: Deployed
+) -> None:
+    app = live / "prod/app/main.tf"
+    app.write_text(app.read_text().replace("instance_count = 3", "instance_count = 2"))
+
+    def run(*args: str) -> tuple[pytest.RunResult, list[dict[str, object]]]:
+        result = pytester.runpytest_subprocess(
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "drift",
+            "live",
+            f"--iac-backend-config={deployed.backend_file}",
+            "--iac-report-json=drift.json",
+            *args,
+        )
+        report = json.loads((pytester.path / "drift.json").read_text())
+        return result, [
+            {k: d[k] for k in ("name", "status", "counts", "configuration_drift")}
+            for d in report["directories"]
+        ]
+
+    serial, serial_report = run()
+    parallel, parallel_report = run("-n", "2")
+    serial.assert_outcomes(passed=3, failed=1)
+    parallel.assert_outcomes(passed=3, failed=1)
+    assert parallel_report == serial_report
+    deletes = serial_report[0]["configuration_drift"]
+    assert [(c["address"], c["action"]) for c in deletes] == [  # type: ignore[index,union-attr]
+        ("module.app.terraform_data.instance[2]", "delete")
+    ]
+    parallel.stdout.fnmatch_lines(["*pytest-iac: drift*", "drift  live/prod/app  *"])
+
+
+def test_local_backend_state_is_only_read(pytester: pytest.Pytester, iac_home: Path) -> None:
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("needs the terraform binary to deploy the live directory")
+    live = pytester.path / "live" / "dev"
+    live.mkdir(parents=True)
+    (live / "main.tf").write_text(
+        'resource "terraform_data" "a" {\n  input = "one"\n}\n'
+        'resource "terraform_data" "b" {\n  input = "two"\n}\n'
+    )
+    env = {**os.environ, "TF_DATA_DIR": str(pytester.path / "deploy-tfdata")}
+    for args in (["init"], ["apply", "-auto-approve"]):
+        subprocess.run(
+            [terraform, *args, "-no-color"], cwd=live, env=env, check=True, capture_output=True
+        )
+    (live / "main.tf").write_text(
+        'resource "terraform_data" "a" {\n  input = "changed"\n}\n'
+        'resource "terraform_data" "c" {\n  input = "three"\n}\n'
+    )
+    before = tree_snapshot(live)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-m", "drift", "live")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "configuration drift (the code differs from the state): 3",
+            "  terraform_data.a  update   input, output",
+            '* input: "one" -> "changed"',
+            "  terraform_data.b  delete",
+            "  terraform_data.c  create",
+        ]
+    )
+    assert tree_snapshot(live) == before  # the state is byte-identical, no lock, no .terraform
+    assert sorted(p.name for p in live.iterdir()) == ["main.tf", "terraform.tfstate"]
+    assert leftovers(iac_home) == []
+
+
+def test_marker_gives_a_plan_for_custom_policies(
+    pytester: pytest.Pytester, live: Path, deployed: Deployed
+) -> None:
+    app = live / "staging/app/main.tf"
+    app.write_text(app.read_text().replace("instance_count = 1", "instance_count = 2"))
+    pytester.makepyfile(
+        test_policy="""
+        import pytest
+
+        @pytest.mark.drift("live/staging/app")
+        def test_nothing_is_destroyed(iac_drift):
+            assert not iac_drift.deletes and not iac_drift.replaces
+            assert [c.address for c in iac_drift.creates] == [
+                "module.app.terraform_data.instance[1]"
+            ]
+
+        @pytest.mark.drift("live/staging/app")
+        def test_nothing_changes(iac_drift):
+            assert iac_drift.is_empty
+
+        @pytest.mark.drift("live/staging/app", backend_cfg={"bucket": "x"})
+        def test_typo(iac_drift):
+            pass
+        """
+    )
+    result = drift(pytester, deployed, "test_policy.py")
+    result.assert_outcomes(passed=1, failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*@pytest.mark.drift: *unexpected keyword argument 'backend_cfg'; its keyword "
+            "arguments are backend_config, vars",
+        ]
+    )
+
+
+def test_require_trunk(pytester: pytest.Pytester, live: Path, deployed: Deployed) -> None:
+    repo = git.Repo.init(pytester.path, initial_branch="main")
+    repo.git.add("live", "modules")
+    repo.index.commit("live configuration")
+    sha = repo.head.commit.hexsha
+
+    result = drift(
+        pytester, deployed, "live/prod", "--iac-require-trunk=main", "--iac-report-json=d.json"
+    )
+    result.assert_outcomes(passed=2)
+    vcs = json.loads((pytester.path / "d.json").read_text())["vcs"]
+    assert vcs == {"commit": sha, "branch": "main", "dirty": False}
+
+    result = drift(pytester, deployed, "live/prod", "--iac-require-trunk=trunk")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --iac-require-trunk=trunk: HEAD is on branch 'main', not 'trunk'.*"]
+    )
+
+    # An edit to a module that a live dir uses counts as a change under the live dirs.
+    variables = pytester.path / "modules/network/variables.tf"
+    variables.write_text(variables.read_text() + "\n")
+    result = drift(pytester, deployed, "live/prod", "--iac-require-trunk=main")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --iac-require-trunk=main: uncommitted changes under the live directories*",
+            "  modules/network/variables.tf",
+            "Commit or discard them*",
+        ]
+    )
+    assert "::drift" not in result.stdout.str()  # nothing was planned
+
+
+def test_state_drift_from_an_out_of_band_change(
+    pytester: pytest.Pytester,
+    moto_endpoint: str,
+    aws_provider_mirror: Path,
+    deployed: Deployed,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tag changed with boto3 behind Terraform's back is reported as state drift."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("needs the terraform binary to deploy the live directory")
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    live = pytester.path / "live" / "prod" / "buckets"
+    live.mkdir(parents=True)
+    (live / "main.tf").write_text(
+        """
+terraform {
+  backend "s3" {}
+  required_providers {
+    aws = { source = "hashicorp/aws" }
+  }
+}
+
+provider "aws" {
+  s3_use_path_style           = true
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+}
+
+resource "aws_s3_bucket" "assets" {
+  bucket = "drift-assets"
+  tags   = { Owner = "platform" }
+}
+"""
+    )
+    (live / "backend.tfbackend").write_text('key = "prod/buckets/terraform.tfstate"\n')
+    s3(moto_endpoint).create_bucket(Bucket="drift-aws-state")  # type: ignore[attr-defined]
+    cli_config = pytester.path / "terraform.rc"
+    cli_config.write_text(
+        f'provider_installation {{\n  filesystem_mirror {{\n    path = "{aws_provider_mirror}"\n'
+        "  }\n}\n"
+    )
+    env = {
+        **os.environ,
+        "TF_DATA_DIR": str(pytester.path / "deploy-tfdata"),
+        "TF_CLI_CONFIG_FILE": str(cli_config),
+    }
+    for args in (
+        [
+            "init",
+            "-backend-config=backend.tfbackend",
+            f"-backend-config={deployed.backend_file}",
+            "-backend-config=bucket=drift-aws-state",
+        ],
+        ["apply", "-auto-approve"],
+    ):
+        subprocess.run(
+            [terraform, *args, "-no-color"], cwd=live, env=env, check=True, capture_output=True
+        )
+    (live / ".terraform.lock.hcl").unlink()  # not committed here: the check must cope
+    states = state_objects(moto_endpoint, "drift-aws-state")
+    s3(moto_endpoint).put_bucket_tagging(  # type: ignore[attr-defined]
+        Bucket="drift-assets", Tagging={"TagSet": [{"Key": "Owner", "Value": "someone-else"}]}
+    )
+    before = tree_snapshot(live)
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "drift",
+        "live/prod/buckets",
+        f"--iac-backend-config={deployed.backend_file}",
+        "--iac-backend-config=bucket=drift-aws-state",
+        f"--iac-provider-mirror={aws_provider_mirror}",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "configuration drift (the code differs from the state): 1",
+            '*tags.Owner: "someone-else" -> "platform"',
+            "state drift (objects changed outside Terraform, found by refresh): 1",
+            "  aws_s3_bucket.assets  update   tags*",
+            '*tags.Owner: "platform" -> "someone-else"',
+            "drift  live/prod/buckets  (configuration 1, state 1, outputs 0)",
+        ]
+    )
+    assert tree_snapshot(live) == before
+    assert state_objects(moto_endpoint, "drift-aws-state") == states
