@@ -1,0 +1,101 @@
+"""What keeps pytest-iac's own cost low: lazy imports and the cached engine version.
+
+No timings here (they live in benchmarks/run.py): these tests check the mechanisms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_iac.engine import Settings, Terraform, find_engine
+
+
+def imported_after(statement: str) -> set[str]:
+    """Top-level modules a fresh interpreter has loaded after running `statement`."""
+    code = f"import sys\n{statement}\nprint(' '.join(sorted(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return {name.split(".")[0] for name in result.stdout.split()}
+
+
+def test_the_plugin_loads_no_integration_it_does_not_use() -> None:
+    loaded = imported_after("import pytest_iac.plugin")
+    # GitPython only for drift runs, boto3 only for AWS deployments.
+    assert not loaded & {"git", "boto3", "botocore", "moto"}
+
+
+def test_the_embedded_runner_loads_neither_pytest_nor_the_plugin() -> None:
+    # It runs once per terraform command of the embedded engine.
+    loaded = imported_after("import pytest_iac.embedded")
+    assert not loaded & {"pytest", "_pytest", "tenacity", "git", "boto3"}
+
+
+def test_the_package_still_exports_its_public_names() -> None:
+    import pytest_iac
+
+    for name in pytest_iac.__all__:
+        assert getattr(pytest_iac, name) is not None
+    assert set(pytest_iac.__all__) <= set(dir(pytest_iac))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        pytest_iac.nothing  # noqa: B018
+
+
+@pytest.fixture
+def terraform_copy(tmp_path: Path) -> Path:
+    found = shutil.which("terraform") or shutil.which("tofu")
+    if found is None:
+        pytest.skip("no terraform or tofu binary on PATH")
+    copy = tmp_path / "bin" / Path(found).name
+    copy.parent.mkdir()
+    shutil.copy2(found, copy)
+    return copy
+
+
+def versions_file(cache: Path) -> dict[str, str]:
+    data: dict[str, str] = json.loads((cache / ".pytest-iac-versions.json").read_text())
+    return data
+
+
+def test_engine_version_is_asked_once_per_build_of_the_binary(
+    terraform_copy: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "plugin-cache"
+
+    def version() -> str:
+        engine = find_engine(str(terraform_copy))
+        return Terraform(engine, Settings(plugin_cache_dir=cache), tmp_path / "cfg").version
+
+    first = version()
+    assert list(versions_file(cache).values()) == [first]
+    (key,) = versions_file(cache)
+    assert key.startswith(f"{terraform_copy.resolve()}:")
+
+    # The cached answer is what the next run reports: no terraform process asked.
+    (cache / ".pytest-iac-versions.json").write_text(json.dumps({key: "9.9.9-cached"}))
+    assert version() == "9.9.9-cached"
+
+    # Another build at the same path (a new mtime) is asked again.
+    stat = terraform_copy.stat()
+    os.utime(terraform_copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert version() == first
+    assert sorted(versions_file(cache).values()) == sorted([first, "9.9.9-cached"])
+
+
+def test_a_version_manager_shim_is_asked_every_time(terraform_copy: Path, tmp_path: Path) -> None:
+    # A shim (tfenv, asdf) picks the version when it runs: its file says nothing about it.
+    shim = tmp_path / "shim" / "terraform"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "{terraform_copy}" "$@"\n')
+    shim.chmod(0o755)
+    cache = tmp_path / "plugin-cache"
+    terraform = Terraform(find_engine(str(shim)), Settings(plugin_cache_dir=cache), tmp_path)
+    assert terraform.version[0].isdigit()
+    assert not (cache / ".pytest-iac-versions.json").exists()
