@@ -20,7 +20,7 @@ from pytest_iac.aws import (
     module_uses_aws,
     provider_unavailable,
 )
-from pytest_iac.fixtures import DEPLOYS, RUN_KEY
+from pytest_iac.fixtures import RUN_KEY, deploys
 
 AWS_KEY = pytest.StashKey[AwsSandbox]()
 _WORKER_LEAKS_KEY = pytest.StashKey[list[str]]()
@@ -125,22 +125,13 @@ def _needs_aws(item: pytest.Item) -> bool:
     return module_uses_aws(Path(item.path).parent)
 
 
-def _deploys(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return any(
-        defs and getattr(defs[-1].func, DEPLOYS, False) for defs in info.name2fixturedefs.values()
-    )
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before an AWS test's fixtures deploy: is the provider installable? Start moto."""
     if not _needs_aws(item):
         return
     config = item.config
-    if _deploys(item):
+    if deploys(item):
         mirrors = config.stash[RUN_KEY].settings.provider_mirrors
         why = _provider_check(config, tuple(mirrors))
         if why:

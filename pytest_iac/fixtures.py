@@ -39,6 +39,16 @@ class Deploy(Protocol):
     ) -> Stack: ...
 
 
+def deploys(item: pytest.Item) -> bool:
+    """Whether a test uses a deploying fixture, directly or through other fixtures."""
+    info = getattr(item, "_fixtureinfo", None)  # the closure of the test's fixtures
+    if info is None:
+        return False
+    return any(
+        defs and getattr(defs[-1].func, DEPLOYS, False) for defs in info.name2fixturedefs.values()
+    )
+
+
 def iac_run(request: pytest.FixtureRequest) -> IacRun:
     return request.config.stash[RUN_KEY]
 
@@ -72,7 +82,6 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
         backend_config: Mapping[str, Any] | None = None,
     ) -> Stack:
         __tracebackhide__ = True
-        run.ledger.test = request.node.nodeid  # recorded with the deployment
         try:
             stack = run.sandbox.stack(
                 base / path,
@@ -81,6 +90,7 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
                 var_files=[base / f for f in var_files],
                 env=env,
                 backend_config=backend_config,
+                test_id=request.node.nodeid,
             )
             stacks.append(stack)  # registered for teardown before the apply starts
             return stack.apply()

@@ -87,7 +87,6 @@ class Ledger:
         self.directory = directory
         self.run_id = run_id
         self.worker = worker
-        self.test = ""  # set by the plugin while a test runs: recorded with each deployment
         self.made = 0  # deployments recorded by this process
         self.destroyed = 0  # of those, destroyed
         self._records: dict[Path, Path] = {}  # stack workdir -> its record
@@ -112,12 +111,12 @@ class Ledger:
             workdir=str(stack.workdir),
             module_dir=str(stack.module_dir),
             state=state_location(stack),
-            var_files=[f.removeprefix("-var-file=") for f in stack._var_args()],
+            var_files=[str(f) for f in stack.var_file_paths],
             engine=list(stack.terraform.engine.argv),
             tf_data_dir=stack.env["TF_DATA_DIR"],
             run_id=self.run_id,
             worker=self.worker,
-            test=self.test,
+            test=stack.test_id,
             started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             pid=os.getpid(),
             host=socket.gethostname(),

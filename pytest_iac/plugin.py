@@ -21,9 +21,9 @@ from pytest_iac.engine import (
 )
 from pytest_iac.errors import IacError
 from pytest_iac.fixtures import (
-    DEPLOYS,
     REPORTS_KEY,
     RUN_KEY,
+    deploys,
     iac_deploy,
     iac_module_deploy,
     iac_name,
@@ -233,13 +233,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that uses a deploying fixture `sandbox`, so -m selects it."""
     for item in items:
-        fixtureinfo = getattr(item, "_fixtureinfo", None)
-        if fixtureinfo is None:
-            continue
-        for fixturedefs in fixtureinfo.name2fixturedefs.values():
-            if fixturedefs and getattr(fixturedefs[-1].func, DEPLOYS, False):
-                item.add_marker(pytest.mark.sandbox)
-                break
+        if deploys(item):
+            item.add_marker(pytest.mark.sandbox)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -98,9 +98,11 @@ class Stack:
         env: Mapping[str, str] | None = None,
         backend_config: Mapping[str, Any] | None = None,
         hooks: Sequence[Hook] = (),
+        test_id: str = "",
     ) -> None:
         self.terraform = terraform
         self.hooks = list(hooks)
+        self.test_id = test_id  # the test (or module, when shared) that deployed it
         self.source = source
         self.workdir = workdir
         self.vars: dict[str, Any] = dict(vars or {})
@@ -203,7 +205,8 @@ class Stack:
             "TF_DATA_DIR": self.env["TF_DATA_DIR"],
             "TF_CLI_CONFIG_FILE": str(self.terraform.cli_config),
         }
-        argv = [*self.terraform.engine.argv, "destroy", "-auto-approve", *self._var_args()]
+        var_args = [f"-var-file={f}" for f in self.var_file_paths]
+        argv = [*self.terraform.engine.argv, "destroy", "-auto-approve", *var_args]
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
         return f"cd {shlex.quote(str(self.module_dir))} && {assignments} {shlex.join(argv)}"
 
@@ -228,14 +231,18 @@ class Stack:
         self._run(args)
         self._initialised = True
 
+    @property
+    def var_file_paths(self) -> list[Path]:
+        """The var files every command gets: the test's own, then ours with `vars`."""
+        return [*self.var_files, self.workdir / _VAR_FILE]
+
     def _var_args(self, vars: Mapping[str, Any] | None = None) -> list[str]:
         # Variables go through a JSON var file, never the command line: every type arrives
         # intact and no value shows up in a process list.
-        var_file = self.workdir / _VAR_FILE
         values = self.vars if vars is None else vars
         redact.remember_variables(self.module_dir, values)  # masked in all we show
-        _write_private(var_file, json.dumps(values, indent=2))
-        return [f"-var-file={f}" for f in (*self.var_files, var_file)]
+        _write_private(self.workdir / _VAR_FILE, json.dumps(values, indent=2))
+        return [f"-var-file={f}" for f in self.var_file_paths]
 
     def _run(self, args: list[str], *, quiet: bool = False) -> Result:
         return self.terraform.run(
@@ -265,6 +272,7 @@ class Sandbox:
         var_files: Sequence[Path] = (),
         env: Mapping[str, str] | None = None,
         backend_config: Mapping[str, Any] | None = None,
+        test_id: str = "",
     ) -> Stack:
         """A deployment of `source`, ready to apply: nothing runs yet."""
         check_module(source)
@@ -279,6 +287,7 @@ class Sandbox:
                 env=env,
                 backend_config=backend_config,
                 hooks=self.hooks,
+                test_id=test_id,
             )
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
