@@ -18,18 +18,28 @@ directory is copied (with the local modules it calls) into a working directory, 
 -out PLAN` and `show -json PLAN` run with TF_DATA_DIR there too. The working directory is
 removed afterwards: the plan file holds a copy of the state, and TF_DATA_DIR the backend
 configuration. Nothing is ever applied, no state is ever written, no lock is ever taken.
+
+`InitCache` keeps what `init` made (TF_DATA_DIR: the backend's initialised settings, modules
+and provider links; and the lock file) for a re-run, keyed on everything that affects init;
+`DriftRun` plans many directories at once in a pool of threads that wait on terraform.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
+import hashlib
 import itertools
 import json
+import logging
 import os
 import re
 import shutil
+import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +47,10 @@ from typing import Any, Literal
 from pytest_iac.engine import Terraform
 from pytest_iac.errors import IacError, TerraformError
 from pytest_iac.plan import Change, OutputChange, Plan
+from pytest_iac.redact import redact
 from pytest_iac.sandbox import copy_module
+
+log = logging.getLogger("pytest_iac")
 
 Status = Literal["clean", "drift", "error"]
 
@@ -410,12 +423,19 @@ def check_drift(
     backend_config: Sequence[BackendConfig] = (),
     vars: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    init_cache: InitCache | None = None,
+    quiet: bool = False,
+    full_plan: bool = True,
 ) -> DriftResult:
     """Plan `live_dir` read-only and say what differs; never raises for terraform failures.
 
     `backend_config` applies after the directory's own `*.tfbackend` files (sorted), in
     order: files, `KEY=VALUE` strings, or mappings of values. A failed init or plan gives a
-    result with status "error" and terraform's diagnostic.
+    result with status "error" and terraform's diagnostic. With `init_cache`, the result of
+    an earlier `init` with the very same inputs is reused instead of running it again.
+    `quiet` keeps terraform's commands and output out of the log. Without `full_plan`, a
+    plan that changes nothing and found no drift is not read back with `show -json` (the
+    result has an empty `Plan`): one terraform process less per clean directory.
     """
     started = time.monotonic()
     name = name or live_dir.name
@@ -424,7 +444,18 @@ def check_drift(
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     try:
-        plan, status = _plan(terraform, live_dir, workdir, name, backend_config, vars, env)
+        plan, status = _plan(
+            terraform,
+            live_dir,
+            workdir,
+            name,
+            backend_config,
+            vars,
+            env,
+            init_cache,
+            quiet,
+            full_plan,
+        )
     except TerraformError as error:
         return DriftResult(
             name, live_dir, "error", error=str(error), seconds=time.monotonic() - started
@@ -442,13 +473,13 @@ def _plan(
     backend_config: Sequence[BackendConfig],
     vars: Mapping[str, Any] | None,
     env: Mapping[str, str] | None,
+    init_cache: InitCache | None,
+    quiet: bool,
+    full_plan: bool,
 ) -> tuple[Plan, Status]:
     module_dir = copy_module(live_dir, workdir / "src")
-    # A local backend's default state sits beside the code and is not copied along with it.
-    state = live_dir / _DEFAULT_STATE
-    if state.is_file():
-        shutil.copy2(state, module_dir / _DEFAULT_STATE)
-    run_env = {"TF_DATA_DIR": str(workdir / "tfdata"), **(env or {})}
+    # Relative, so that what init records (module paths) holds in any copy of the layout.
+    run_env = {"TF_DATA_DIR": os.path.relpath(workdir / "tfdata", module_dir), **(env or {})}
 
     def run(args: list[str], ok: frozenset[int] = frozenset({0})) -> Any:
         return terraform.run(
@@ -458,21 +489,93 @@ def _plan(
             ok_codes=ok,
             label=f"drift {name}",
             module=str(live_dir),
-            quiet=args[0] == "show",
+            quiet=quiet or args[0] == "show",
         )
 
     init = ["init", *_backend_args(module_dir, workdir, backend_config)]
-    run(init)
+    key = init_cache.key(terraform, live_dir, workdir, init, run_env) if init_cache else None
+    if init_cache is not None and key is not None and init_cache.restore(key, workdir, module_dir):
+        if not quiet:
+            log.info("[drift %s] init reused from %s", name, init_cache.directory / key)
+    else:
+        run(init)
+        if init_cache is not None and key is not None:
+            init_cache.store(key, workdir, module_dir)
+    # A local backend's default state sits beside the code and is not copied along with it.
+    # Copied after init: the cache never holds a copy of a state.
+    state = live_dir / _DEFAULT_STATE
+    if state.is_file():
+        shutil.copy2(state, module_dir / _DEFAULT_STATE)
     plan_file = workdir / "drift.tfplan"
     plan_args = ["plan", "-detailed-exitcode", "-lock=false", "-refresh=true", f"-out={plan_file}"]
+    # -json: its messages say whether refresh found drift, which the exit code does not.
+    plan_args.append("-json")
     if vars:
         var_file = workdir / "drift.tfvars.json"
         _write_private(var_file, json.dumps(dict(vars), indent=2))
         plan_args.append(f"-var-file={var_file}")
-    planned = run(plan_args, frozenset({0, 2}))
+    try:
+        planned = run(plan_args, frozenset({0, 2}))
+    except TerraformError as error:
+        raise TerraformError(
+            error.command,
+            error.cwd,
+            error.returncode,
+            redact(_readable(error.output)),
+            module=error.module,
+            hint=error.hint,
+        ) from None
+    status: Status = "drift" if planned.returncode == 2 else "clean"
+    if status == "clean" and not full_plan and not _found_drift(planned.stdout):
+        return Plan.from_json({}), status
     data = run(["show", "-json", str(plan_file)]).json()
-    plan = Plan.from_json(data if isinstance(data, dict) else {})
-    return plan, "drift" if planned.returncode == 2 else "clean"
+    return Plan.from_json(data if isinstance(data, dict) else {}), status
+
+
+def _messages(output: str) -> Iterator[dict[str, Any]]:
+    """The JSON messages of `terraform plan -json` (other lines, such as stderr's, skipped)."""
+    for line in output.splitlines():
+        if line.startswith("{"):
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict):
+                yield message
+
+
+def _found_drift(output: str) -> bool:
+    return any(m.get("type") == "resource_drift" for m in _messages(output))
+
+
+def _readable(output: str) -> str:
+    """Diagnostics of `-json` output as terraform prints them; other lines as they are."""
+    lines: list[str] = []
+    for line in output.splitlines():
+        message = next(_messages(line), None)
+        if message is None:
+            lines.append(line)
+            continue
+        diagnostic = message.get("diagnostic")
+        if not isinstance(diagnostic, dict):
+            continue
+        lines.append("")
+        lines.append(
+            f"{str(diagnostic.get('severity', 'error')).capitalize()}: "
+            f"{diagnostic.get('summary', '')}"
+        )
+        where = diagnostic.get("range") or {}
+        snippet = diagnostic.get("snippet") or {}
+        if where.get("filename"):
+            start = (where.get("start") or {}).get("line")
+            lines.append("")
+            lines.append(f"  on {where['filename']} line {start}:")
+            if snippet.get("code"):
+                lines.append(f"  {snippet.get('start_line', start)}: {snippet['code']}")
+        if diagnostic.get("detail"):
+            lines.append("")
+            lines.append(str(diagnostic["detail"]))
+    return "\n".join(lines).strip("\n") + "\n"
 
 
 def _backend_args(
@@ -549,29 +652,327 @@ def parse_backend_config(values: Sequence[str], base: Path, origin: str) -> list
     return items
 
 
+# Reusing init
+
+
+INIT_CACHE_MAX_AGE = 24 * 3600.0  # seconds: then init runs again (new module/provider releases)
+_CACHE_FORMAT = 1  # part of every key: a new layout of entries never meets an old one
+_LOCK_FILE = ".terraform.lock.hcl"
+_TFDATA = "tfdata"
+# Set per run by pytest-iac, or by Terraform itself: not inputs of init.
+_NOT_INIT_INPUTS = {"TF_DATA_DIR", "TF_CLI_CONFIG_FILE", "TF_IN_AUTOMATION", "TF_INPUT"}
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def engine_identity(terraform: Terraform) -> str:
+    """What identifies an engine's build: how it runs, its file's size and mtime, its version."""
+    engine = terraform.engine
+    try:
+        stat = engine.path.stat()
+        build = f"{stat.st_size}:{stat.st_mtime_ns}"
+    except OSError:
+        build = "?"
+    identity = [engine.name, list(engine.argv), str(engine.path), engine.embedded, build]
+    return json.dumps([*identity, terraform.version])
+
+
+def _dangling_links(directory: Path) -> bool:
+    """Does a link under `directory` point nowhere (a provider removed from the plugin cache)?"""
+    for current, dirs, files in os.walk(directory):
+        for name in (*dirs, *files):
+            path = Path(current, name)
+            if path.is_symlink() and not path.exists():
+                return True
+    return False
+
+
+class InitCache:
+    """What `init` made for a live directory, reused while nothing that affects init changed.
+
+    An entry holds TF_DATA_DIR after init (the backend's initialised settings, which may hold
+    backend credentials: the file is 0600 in a 0700 directory; downloaded modules; provider
+    links into the plugin cache) and the lock file init left. It never holds a plan, a
+    variables file, a state or a copy of one: those are written after the entry is taken.
+
+    The key is a hash of everything that can change what init does: the engine (path, build,
+    version), the CLI configuration (mirrors, plugin cache), the live directory's path, the
+    content of every file copied with it (its `.tf` files, lock file, `*.tfbackend` files, and
+    those of the local modules it calls), the init arguments and the content of every
+    backend configuration file they name (the run's settings included), and the `TF_*`
+    environment variables. Any change is a new key, so an entry is never stale; entries
+    older than `max_age` are not used (a version constraint may match a newer release), nor
+    are entries whose provider links point nowhere (the plugin cache was cleared).
+
+    Entries are written to a temporary directory and renamed into place, and are only read
+    afterwards: each check copies its entry into a working directory of its own, so
+    concurrent runs and xdist workers never write to an entry another one reads.
+    """
+
+    def __init__(
+        self, directory: Path, engine: str, *, max_age: float = INIT_CACHE_MAX_AGE
+    ) -> None:
+        self.directory = directory
+        self.engine = engine
+        self.max_age = max_age
+
+    def key(
+        self,
+        terraform: Terraform,
+        live_dir: Path,
+        workdir: Path,
+        init_args: Sequence[str],
+        env: Mapping[str, str],
+    ) -> str:
+        digest = hashlib.sha256()
+        source = workdir / "src"
+        files = sorted(p for p in source.rglob("*") if p.is_file() or p.is_symlink())
+        config_files = []
+        args = []
+        for arg in init_args:
+            if arg.startswith("-backend-config="):
+                value = Path(arg.partition("=")[2])
+                if value.is_file():
+                    config_files.append(_file_digest(value))
+                    value_text = str(value).replace(str(workdir), "<workdir>")
+                    arg = f"-backend-config={value_text}"
+            args.append(arg)
+        environment = terraform.environment(env)
+        inputs = {
+            "format": _CACHE_FORMAT,
+            "engine": self.engine,
+            "cli_config": terraform.cli_config.read_text(encoding="utf-8"),
+            "live_dir": str(live_dir),
+            "args": args,
+            "backend_config_files": config_files,
+            "env": {
+                k: v
+                for k, v in sorted(environment.items())
+                if k.startswith("TF_") and k not in _NOT_INIT_INPUTS
+            },
+            "files": [
+                [p.relative_to(source).as_posix(), _file_digest(p) if p.is_file() else "link"]
+                for p in files
+            ],
+        }
+        digest.update(json.dumps(inputs, sort_keys=True).encode())
+        return digest.hexdigest()[:32]
+
+    def _fresh(self, entry: Path) -> bool:
+        try:
+            return time.time() - entry.stat().st_mtime < self.max_age
+        except OSError:
+            return False
+
+    def restore(self, key: str, workdir: Path, module_dir: Path) -> bool:
+        """Put entry `key` into `workdir`, as init would have left it; False on a miss."""
+        entry = self.directory / key
+        if not self._fresh(entry) or _dangling_links(entry):
+            return False
+        try:
+            if (entry / _TFDATA).is_dir():
+                shutil.copytree(entry / _TFDATA, workdir / _TFDATA, symlinks=True)
+            lock = entry / _LOCK_FILE
+            if lock.is_file():
+                shutil.copy2(lock, module_dir / _LOCK_FILE)
+            else:
+                (module_dir / _LOCK_FILE).unlink(missing_ok=True)
+        except OSError:
+            # Replaced under us by a concurrent run: init as if there were no entry.
+            shutil.rmtree(workdir / _TFDATA, ignore_errors=True)
+            return False
+        return True
+
+    def store(self, key: str, workdir: Path, module_dir: Path) -> None:
+        """Keep what init left in `workdir` as entry `key` (best effort: errors are logged)."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            staging = Path(tempfile.mkdtemp(prefix=".new-", dir=self.directory))  # 0700
+        except OSError as error:
+            log.warning("drift: could not write the init cache in %s: %s", self.directory, error)
+            return
+        try:
+            if (workdir / _TFDATA).is_dir():
+                shutil.copytree(workdir / _TFDATA, staging / _TFDATA, symlinks=True)
+                for path in (staging / _TFDATA).rglob("*"):
+                    # The backend's initialised settings hold what -backend-config gave.
+                    if path.is_file() and not path.is_symlink():
+                        path.chmod(0o600)
+            if (module_dir / _LOCK_FILE).is_file():
+                shutil.copy2(module_dir / _LOCK_FILE, staging / _LOCK_FILE)
+            self._publish(staging, self.directory / key)
+        except OSError as error:
+            log.warning("drift: could not write the init cache in %s: %s", self.directory, error)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.prune()
+
+    def _publish(self, staging: Path, entry: Path) -> None:
+        try:
+            staging.rename(entry)
+            return
+        except OSError:
+            if self._fresh(entry):
+                return  # a concurrent run stored the same key first: keep that one
+        retired = entry.with_name(f".old-{entry.name}-{os.getpid()}-{threading.get_ident()}")
+        entry.rename(retired)
+        staging.rename(entry)
+        shutil.rmtree(retired, ignore_errors=True)
+
+    def prune(self) -> None:
+        """Remove entries too old to be used, and what interrupted runs left half-written."""
+        try:
+            children = list(self.directory.iterdir())
+        except OSError:
+            return
+        for child in children:
+            try:
+                age = time.time() - child.stat().st_mtime
+            except OSError:
+                continue
+            temporary = child.name.startswith((".new-", ".old-"))
+            if age > (3600.0 if temporary else self.max_age):
+                shutil.rmtree(child, ignore_errors=True)
+
+
+# Many directories at once
+
+
+# Resource and data source types of Terraform's built-in provider.
+_TYPE_REFERENCE = re.compile(r'^\s*(?:resource|data|ephemeral)\s+"([^"]+)"', re.MULTILINE)
+_PROVIDER_USE = re.compile(r"""^\s*(?:provider\s+"|required_providers\b)""", re.MULTILINE)
+_MODULE_SOURCE = re.compile(r'^\s*source\s*=\s*"([^"]*)"', re.MULTILINE)
+
+
+def needs_providers(live_dir: Path) -> bool:
+    """Could `init` of `live_dir` install a provider plugin? False only when surely not.
+
+    Surely not: its `.tf` files and those of its local modules (no `.tf.json`, no module
+    from a registry or repository) use only types of the built-in provider
+    (`terraform_data`, `terraform_remote_state`) and configure no provider.
+    """
+    for directory in module_closure(live_dir):
+        if any(directory.glob("*.tf.json")):
+            return True
+        for tf_file in directory.glob("*.tf"):
+            text = tf_file.read_text(encoding="utf-8", errors="replace")
+            if _PROVIDER_USE.search(text):
+                return True
+            if any(not t.startswith("terraform_") for t in _TYPE_REFERENCE.findall(text)):
+                return True
+            if any(not s.startswith(("./", "../")) for s in _MODULE_SOURCE.findall(text)):
+                return True
+    return False
+
+
 @dataclass
 class DriftRun:
-    """Checks many live directories with one engine; keeps every result (for reports)."""
+    """Checks many live directories with one engine; keeps every result (for reports).
+
+    `submit()` starts checks in a pool of `workers` threads (each waits on terraform
+    processes) and `check()` takes a submitted directory's result, or checks it there and
+    then. With `cache_dir`, init results are reused across runs (`InitCache`).
+    """
 
     terraform: Terraform
     workdir: Path
     base: Path
     backend_config: Sequence[BackendConfig] = ()
+    cache_dir: Path | None = None
+    workers: int = 1
+    quiet_pool: bool = True  # terraform's output of pooled checks stays out of the log
     results: list[DriftResult] = field(default_factory=list)
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _pending: dict[Path, Future[DriftResult]] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _numbers: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
+    _init_cache: InitCache | None = field(default=None, init=False, repr=False)
+    _builtin_only: Terraform | None = field(default=None, init=False, repr=False)
 
-    def check(self, live_dir: Path, **options: Any) -> DriftResult:
-        name = relative_name(live_dir, self.base)
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "root"
-        result = check_drift(
-            self.terraform,
-            live_dir,
-            self.workdir / slug,
-            name=name,
-            backend_config=[*self.backend_config, *options.pop("backend_config", ())],
-            **options,
-        )
+    def submit(self, live_dir: Path) -> None:
+        """Start checking `live_dir` in the pool, unless it is already under way."""
+        live_dir = live_dir.resolve()
+        with self._lock:
+            if live_dir in self._pending:
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=max(1, self.workers), thread_name_prefix="pytest-iac-drift"
+                )
+            self._pending[live_dir] = self._pool.submit(
+                self._check, live_dir, quiet=self.quiet_pool, full_plan=False
+            )
+
+    def check(self, live_dir: Path, *, pooled: bool = False, **options: Any) -> DriftResult:
+        """The result for `live_dir`: the pool's (with `pooled`, if submitted), or a new one.
+
+        A pooled result of a clean directory has an empty `Plan` (see `check_drift`).
+        """
+        future = None
+        if pooled:
+            with self._lock:
+                future = self._pending.pop(live_dir.resolve(), None)
+        if future is not None:
+            result = future.result()
+        else:
+            result = self._check(live_dir, **({"full_plan": False} if pooled else {}), **options)
         self.results.append(result)
         return result
+
+    def close(self) -> None:
+        """Drop the checks not started yet; wait for those under way (they write nothing)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            self._pending.clear()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _check(self, live_dir: Path, quiet: bool = False, **options: Any) -> DriftResult:
+        name = relative_name(live_dir, self.base)
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "root"
+        with self._lock:
+            number = next(self._numbers)  # a directory may be checked twice at once
+        terraform = self._terraform_for(live_dir)
+        return check_drift(
+            terraform,
+            live_dir,
+            self.workdir / f"{slug}-{number}",
+            name=name,
+            backend_config=[*self.backend_config, *options.pop("backend_config", ())],
+            init_cache=self._cache(),
+            quiet=quiet,
+            **options,
+        )
+
+    def _cache(self) -> InitCache | None:
+        if self.cache_dir is None:
+            return None
+        if self._init_cache is None:
+            identity = engine_identity(self.terraform)  # may run `terraform version`, once
+            with self._lock:
+                if self._init_cache is None:
+                    self._init_cache = InitCache(self.cache_dir, identity)
+        return self._init_cache
+
+    def _terraform_for(self, live_dir: Path) -> Terraform:
+        """The run's engine; without the plugin cache for a directory that installs nothing.
+
+        Every `init` with the plugin cache holds a lock that serialises it with all others
+        (`engine._init_lock`); one that installs no provider needs neither.
+        """
+        settings = self.terraform.settings
+        if settings.plugin_cache_dir is None or needs_providers(live_dir):
+            return self.terraform
+        with self._lock:
+            if self._builtin_only is None:
+                self._builtin_only = Terraform(
+                    self.terraform.engine,
+                    dataclasses.replace(settings, plugin_cache_dir=None),
+                    self.workdir / "builtin-only",
+                )
+            return self._builtin_only
 
 
 def relative_name(directory: Path, base: Path) -> str:

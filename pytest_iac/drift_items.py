@@ -5,10 +5,16 @@ run, one whose `-m` expression names `drift` (`pytest -m drift live/`), so a pla
 never plans live configuration. In a drift run the directories of ini `iac_live_dirs` are
 added to the paths to collect unless paths are given on the command line. Each live root
 module (the rule: `pytest_iac.drift`) becomes one item, `<dir>::drift`, marked `drift`.
+
+When the first drift item is set up, every selected drift item's check starts in the run's
+pool of `iac_drift_workers` threads (each waits on terraform); each item's setup then waits
+for its own result, so items run and report in their usual order. Under pytest-xdist each
+worker pools the items it has been given.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +39,7 @@ from pytest_iac.drift import (
 from pytest_iac.errors import IacError
 from pytest_iac.fixtures import RUN_KEY
 from pytest_iac.plan import Plan
+from pytest_iac.run import project_dir
 
 _STATE_KEY = pytest.StashKey["_DriftState"]()
 _RESULT_KEY = pytest.StashKey[DriftResult]()
@@ -65,6 +72,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="refuse a drift run unless HEAD is on BRANCH with no uncommitted changes under "
         "the live directories (ini iac_require_trunk)",
     )
+    group.addoption(
+        "--iac-drift-workers",
+        type=int,
+        metavar="N",
+        help="live directories planned at once by each pytest process (default: the number "
+        "of CPUs, divided among pytest-xdist workers; ini iac_drift_workers)",
+    )
+    parser.addini("iac_drift_workers", "live directories planned at once (default: CPUs)")
     parser.addini("iac_live_dirs", "directories holding live root modules", type="paths")
     parser.addini(
         "iac_live_exclude",
@@ -91,7 +106,9 @@ class _DriftState:
     report_json: Path | None
     report_md: Path | None
     results: list[dict[str, Any]]
+    workers: int = 1
     vcs: vcs.VcsInfo | None = None
+    pooled: bool = False  # the items of a run without xdist were all submitted
     _referenced: set[Path] | None = None
     _drift_run: DriftRun | None = None
 
@@ -137,6 +154,7 @@ def pytest_configure(config: pytest.Config) -> None:
         report_json=path_option("iac_report_json"),
         report_md=path_option("iac_report_md"),
         results=[],
+        workers=_workers(config),
     )
     config.pluginmanager.register(_Results(state), "iac-drift-results")
 
@@ -151,6 +169,26 @@ class _Results:
         data = getattr(report, _REPORT_ATTRIBUTE, None)
         if isinstance(data, dict):
             self.state.results.append(data)
+
+
+def _workers(config: pytest.Config) -> int:
+    """--iac-drift-workers, else ini iac_drift_workers, else the CPUs (shared by xdist workers)."""
+    value = config.getoption("iac_drift_workers")
+    origin = "--iac-drift-workers"
+    if value is None and config.getini("iac_drift_workers"):
+        origin, raw = "ini iac_drift_workers", config.getini("iac_drift_workers")
+        try:
+            value = int(raw)
+        except ValueError:
+            raise pytest.UsageError(
+                f"{origin} must be a whole number of live directories planned at once, not {raw!r}"
+            ) from None
+    if value is None:
+        processes = getattr(config, "workerinput", {}).get("workercount", 1)
+        return max(1, (os.cpu_count() or 1) // max(1, int(processes)))
+    if value < 1:
+        raise pytest.UsageError(f"{origin} must be at least 1, not {value}")
+    return int(value)
 
 
 def _outermost(paths: Iterable[Path]) -> list[Path]:
@@ -237,7 +275,9 @@ class DriftItem(pytest.Item):
 
     def setup(self) -> None:
         # Planning happens in setup: a plan that cannot be made is an error, not a failure.
-        result = _drift_run(self.config).check(self.live_dir)
+        run = _drift_run(self.config)
+        _submit_pending(self, run)
+        result = run.check(self.live_dir, pooled=True)
         self.stash[_RESULT_KEY] = result
         # As record_property does: junitxml shows them as <property> of the test case.
         for key, value in (("status", result.status), *result.counts.items()):
@@ -280,9 +320,62 @@ def _drift_run(config: pytest.Config) -> DriftRun:
         except IacError as error:
             pytest.fail(str(error), pytrace=False)
         state._drift_run = DriftRun(
-            terraform, run.workdir / "drift", config.rootpath, state.backend_config
+            terraform,
+            run.workdir / "drift",
+            config.rootpath,
+            state.backend_config,
+            cache_dir=project_dir(config.rootpath) / "drift-init",
+            workers=state.workers,
+            # Output of many directories at once would land in whichever item's captured
+            # log is open: shown only when it is shown live (-s, log_cli).
+            quiet_pool=not _live_output(config),
         )
     return state._drift_run
+
+
+def _live_output(config: pytest.Config) -> bool:
+    if config.getoption("capture") == "no":
+        return True
+    try:
+        return bool(config.getini("log_cli"))
+    except ValueError:  # -p no:logging
+        return False
+
+
+def _submit_pending(item: DriftItem, run: DriftRun) -> None:
+    """Start the checks of this item and of the drift items that will run after it here."""
+    state = item.config.stash[_STATE_KEY]
+    run.submit(item.live_dir)
+    if not _is_worker(item.config):
+        if not state.pooled:  # every item, once: pytest has deselected what -k/-m leave out
+            state.pooled = True
+            for other in item.session.items:
+                if isinstance(other, DriftItem):
+                    run.submit(other.live_dir)
+        return
+    items = item.session.items
+    for index in _xdist_queue(item.config):
+        if 0 <= index < len(items) and isinstance(items[index], DriftItem):
+            run.submit(items[index].path)
+
+
+def _xdist_queue(config: pytest.Config) -> list[int]:
+    """Indices of the items pytest-xdist has given this worker and not yet run, in order.
+
+    Read from xdist's worker (3.x keeps them in `torun` and `nextitem_index`); any other
+    shape gives nothing, and each item is then planned when it runs.
+    """
+    for plugin in config.pluginmanager.get_plugins():
+        if type(plugin).__name__ != "WorkerInteractor" or not hasattr(plugin, "torun"):
+            continue
+        try:
+            upcoming = [getattr(plugin, "nextitem_index", None)]
+            with plugin.torun.lock() as queue:
+                upcoming += list(queue)
+        except Exception:
+            return []
+        return [i for i in upcoming if isinstance(i, int)]
+    return []
 
 
 @pytest.hookimpl(wrapper=True)
@@ -383,6 +476,8 @@ def _written(config: pytest.Config) -> list[Path]:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     state = config.stash[_STATE_KEY]
+    if state._drift_run is not None:
+        state._drift_run.close()  # after -x or Ctrl-C: checks not started yet are dropped
     if _is_worker(config) or not (state.report_json or state.report_md):
         return
     run = config.stash[RUN_KEY]

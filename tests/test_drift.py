@@ -20,7 +20,7 @@ import boto3
 import git
 import pytest
 
-from pytest_iac.drift import find_live_roots
+from pytest_iac.drift import InitCache, find_live_roots
 from tests.conftest import EXAMPLES, free_port, leftovers
 
 BUCKET = "drift-live-state"
@@ -556,3 +556,241 @@ resource "aws_s3_bucket" "assets" {
     )
     assert tree_snapshot(live) == before
     assert state_objects(moto_endpoint, "drift-aws-state") == states
+
+    # A lock file that pins another release: a new init key, so init runs again and says
+    # that release is not in the mirror (the cached init would have planned with 5.100.0).
+    (live / ".terraform.lock.hcl").write_text(
+        'provider "registry.terraform.io/hashicorp/aws" {\n  version = "5.99.0"\n}\n'
+    )
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "drift",
+        "live/prod/buckets",
+        f"--iac-backend-config={deployed.backend_file}",
+        "--iac-backend-config=bucket=drift-aws-state",
+        f"--iac-provider-mirror={aws_provider_mirror}",
+        "-o",
+        "iac_retries=0",
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "terraform init failed for module */live/prod/buckets",
+            "*version 5.99.0 is no longer available*",
+        ]
+    )
+    assert state_objects(moto_endpoint, "drift-aws-state") == states
+
+
+# Speed: the pool of terraform processes, and init reused across runs
+
+
+def apply_live(pytester: pytest.Pytester, name: str, config: str) -> Path:
+    """A live directory with local state, applied once with plain terraform."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("needs the terraform binary to deploy the live directory")
+    live = pytester.path / "live" / name
+    live.mkdir(parents=True)
+    (live / "main.tf").write_text(config)
+    env = {**os.environ, "TF_DATA_DIR": str(pytester.path / "deploy-tfdata" / name)}
+    for args in (["init"], ["apply", "-auto-approve"]):
+        subprocess.run(
+            [terraform, *args, "-no-color"], cwd=live, env=env, check=True, capture_output=True
+        )
+    return live
+
+
+LOCAL_LIVE = """
+terraform {
+  backend "local" {}
+}
+
+resource "terraform_data" "r" {
+  count = 20
+  input = "%s-${count.index}"
+}
+"""
+
+
+def live_log(result: pytest.RunResult) -> list[str]:
+    """What `-s` shows live: terraform's commands and output, prefixed by the directory."""
+    return [line for line in result.stderr.lines if line.startswith("[drift ")]
+
+
+def first(lines: list[str], *parts: str) -> int:
+    return next(i for i, line in enumerate(lines) if all(p in line for p in parts))
+
+
+def test_pool_plans_directories_at_once_and_keeps_errors_per_item(
+    pytester: pytest.Pytester, iac_home: Path
+) -> None:
+    for name in ("a", "b"):
+        apply_live(pytester, name, LOCAL_LIVE % name)
+    broken = pytester.path / "live" / "c"  # init works, the plan cannot be made
+    broken.mkdir()
+    (broken / "main.tf").write_text(
+        'terraform {\n  backend "local" {}\n}\n\n'
+        'resource "terraform_data" "x" {\n  input = var.missing\n}\n'
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-s", "-v", "-m", "drift", "live", "--iac-drift-workers=3"
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    # In the order of collection, whatever order the plans finished in.
+    result.stdout.fnmatch_lines(
+        [
+            "live/a::drift PASSED",
+            "live/b::drift PASSED",
+            "live/c::drift ERROR",
+            "*ERROR at setup of drift check of live/c*",
+            "could not check live/c for drift:",
+            "terraform plan failed for module */live/c",
+            "Error: Reference to undeclared input variable",
+            "  on main.tf line 6:",
+            "  6:   input = var.missing",
+            'An input variable with the name "missing" has not been declared.*',
+        ]
+    )
+    # Terraform's own output, as it streamed: each directory's init started before the
+    # other directory's plan had finished (its last message, the change summary).
+    log = live_log(result)
+    start = {d: first(log, f"[drift live/{d}] $ terraform init") for d in "ab"}
+    end = {d: first(log, f"[drift live/{d}]", '"type":"change_summary"') for d in "ab"}
+    assert start["a"] < end["b"], "\n".join(log)
+    assert start["b"] < end["a"], "\n".join(log)
+    assert leftovers(iac_home) == []
+
+    # -k deselects before anything is planned: only the selected directory's terraform runs.
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "-m", "drift", "-k", "b")
+    result.assert_outcomes(passed=1)
+    assert {line.split("]")[0] for line in live_log(result)} == {"[drift live/b"}
+
+
+def cache_entries(iac_home: Path) -> list[Path]:
+    return sorted(p for p in iac_home.glob("projects/*/drift-init/*") if p.is_dir())
+
+
+def test_init_is_reused_until_the_lock_file_changes(
+    pytester: pytest.Pytester, iac_home: Path
+) -> None:
+    live = apply_live(pytester, "dev", LOCAL_LIVE % "dev")
+    state = tree_snapshot(live)
+
+    def run() -> pytest.RunResult:
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "-m", "drift", "live")
+
+    first_run = run()
+    first_run.assert_outcomes(passed=1)
+    assert any("$ terraform init" in line for line in live_log(first_run))
+    [entry] = cache_entries(iac_home)
+    # The entry holds what init made, and never a plan, a state or a backend settings file.
+    assert sorted(p.relative_to(entry).as_posix() for p in entry.rglob("*")) == [
+        "tfdata",
+        "tfdata/terraform.tfstate",
+    ]
+    assert json.loads((entry / "tfdata/terraform.tfstate").read_text())["backend"]["type"] == (
+        "local"
+    )
+    assert (entry / "tfdata/terraform.tfstate").stat().st_mode & 0o777 == 0o600
+    assert entry.stat().st_mode & 0o777 == 0o700
+
+    rerun = run()
+    rerun.assert_outcomes(passed=1)
+    log = live_log(rerun)
+    assert not any("$ terraform init" in line for line in log), "\n".join(log)
+    assert any(f"init reused from {entry}" in line for line in log)
+
+    # A changed lock file is a new key: init runs again and reads it (here: it is broken).
+    (live / ".terraform.lock.hcl").write_text('provider "registry.terraform.io/x/y" {\n')
+    changed = run()
+    changed.assert_outcomes(errors=1)
+    assert any("$ terraform init" in line for line in live_log(changed))
+    changed.stdout.fnmatch_lines(
+        ["terraform init failed for module */live/dev", "*failed to read dependency lock file*"]
+    )
+    (live / ".terraform.lock.hcl").unlink()
+    assert tree_snapshot(live) == state
+    assert leftovers(iac_home) == []
+    assert not list(iac_home.rglob("*.tfplan"))
+
+
+def test_init_is_reused_until_a_backend_setting_changes(
+    pytester: pytest.Pytester, live: Path, deployed: Deployed, iac_home: Path
+) -> None:
+    def run(*args: str) -> pytest.RunResult:
+        return pytester.runpytest_subprocess(
+            "-p",
+            "no:cacheprovider",
+            "-s",
+            "-m",
+            "drift",
+            f"--iac-backend-config={deployed.backend_file}",
+            "live/prod/network",
+            *args,
+        )
+
+    def inits(result: pytest.RunResult) -> int:
+        return sum("$ terraform init" in line for line in live_log(result))
+
+    first_run = run()
+    first_run.assert_outcomes(passed=1)
+    assert inits(first_run) == 1
+    [entry] = cache_entries(iac_home)
+    assert not list(entry.rglob("*.tfbackend"))  # the run's settings file is not kept
+    backend = json.loads((entry / "tfdata/terraform.tfstate").read_text())["backend"]
+    assert backend["config"]["secret_key"] == "testing"  # what plan needs: hence 0600
+    assert (entry / "tfdata/terraform.tfstate").stat().st_mode & 0o777 == 0o600
+
+    rerun = run()
+    rerun.assert_outcomes(passed=1)
+    assert inits(rerun) == 0
+
+    # The directory's own backend file names another state: init again, and plan against it.
+    tfbackend = live / "prod/network/backend.tfbackend"
+    tfbackend.write_text('key = "prod/elsewhere/terraform.tfstate"\n')
+    moved = run()
+    assert inits(moved) == 1
+    moved.assert_outcomes(failed=1)
+    moved.stdout.fnmatch_lines(["drift  live/prod/network  (configuration 4, state 0, outputs 2)"])
+    tfbackend.write_text('key = "prod/network/terraform.tfstate"\n')
+
+    # A run-wide setting (after the file's): a bucket that does not exist.
+    missing = run("--iac-backend-config=bucket=no-such-bucket", "-o", "iac_retries=0")
+    assert inits(missing) == 1
+    missing.assert_outcomes(errors=1)
+    missing.stdout.fnmatch_lines(["terraform init failed for module */live/prod/network"])
+
+    back = run()
+    back.assert_outcomes(passed=1)
+    assert inits(back) == 0  # the first entry is still there, and still right
+    assert leftovers(iac_home) == []
+    assert not list(iac_home.rglob("*.tfplan"))
+
+
+def test_init_cache_entry_with_a_broken_provider_link_is_not_used(tmp_path: Path) -> None:
+    """A provider removed from the plugin cache: the entry's links point nowhere; init again."""
+    cache = InitCache(tmp_path / "cache", "engine")
+    work = tmp_path / "work"
+    module = work / "src" / "live"
+    module.mkdir(parents=True)
+    provider = work / "tfdata" / "providers" / "registry.terraform.io" / "hashicorp" / "aws"
+    provider.mkdir(parents=True)
+    (work / "tfdata" / "terraform.tfstate").write_text('{"backend": {}}')
+    plugin = tmp_path / "plugin-cache" / "aws"
+    plugin.mkdir(parents=True)
+    (provider / "linux_amd64").symlink_to(plugin)
+    cache.store("k", work, module)
+
+    fresh = tmp_path / "fresh"
+    (fresh / "src" / "live").mkdir(parents=True)
+    assert cache.restore("k", fresh, fresh / "src" / "live")
+    assert (fresh / "tfdata" / "providers").is_dir()
+
+    plugin.rmdir()
+    again = tmp_path / "again"
+    (again / "src" / "live").mkdir(parents=True)
+    assert not cache.restore("k", again, again / "src" / "live")
+    assert not (again / "tfdata").exists()
