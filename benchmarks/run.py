@@ -17,7 +17,8 @@ Workloads (every variant runs in a fresh copy of the generated modules, made bef
   (e) pytest-terraform, all with the same terraform binary; and pytest-iac on the embedded
   engine. The variants run interleaved, round after round, and medians are compared.
 - engines: the cost of one command (`terraform version`) through pytest-iac's runner on each
-  engine.
+  engine (the embedded engine's first command waits for its worker to load the library).
+- drift: benchmarks/drift.py's workload (100 local and 20 S3 live directories), when present.
 - scale: peak memory of pytest runs with 50 and 200 deployments (and the traced Python memory
   after each deployment, whose slope shows a leak); collection time of 1,000 live root modules
   in a drift run.
@@ -563,7 +564,7 @@ print(json.dumps(found))
 
 
 def versions(python: Path, binary: str) -> dict[str, Any]:
-    found = json.loads(
+    found: dict[str, Any] = json.loads(
         subprocess.run(
             [str(python), "-c", VERSIONS_PROBE], capture_output=True, text=True, check=True
         ).stdout
@@ -582,6 +583,32 @@ def versions(python: Path, binary: str) -> dict[str, Any]:
 
 
 # The report
+
+
+def drift_workload() -> Any:
+    """benchmarks/drift.py (the drift workload: `run(python, binary, work, rounds, warmup=)`
+    and `report(results)`), or None where it is missing."""
+    if not (HERE / "drift.py").is_file():
+        return None
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import drift  # a sibling script, imported only when its workload runs
+
+    return drift
+
+
+def precompile(python: Path) -> None:
+    """Byte-compile pytest-iac's sources, as pip does for the peers when it installs them.
+
+    An editable install is compiled on first import, unless PYTHONDONTWRITEBYTECODE is set
+    (as on some CI machines): then every run would compile pytest-iac anew (~35 ms here)
+    while the peers load their `.pyc` files.
+    """
+    subprocess.run(
+        [str(python), "-m", "compileall", "-q", str(REPO / "pytest_iac")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -684,6 +711,10 @@ def report(results: dict[str, Any], header: list[str], rounds: int, peers: bool)
             per = (high["maxrss_mb"] - low["maxrss_mb"]) * 1024 / (int(counts[-1]) - int(counts[0]))
             lines.append(f"  peak RSS growth per deployment: {per:.1f} KB")
         lines.append("")
+    drift = results.get("drift")
+    module = drift_workload() if drift else None
+    if drift and module is not None:
+        lines.extend([*module.report(drift), ""])
     col = results.get("collection")
     if col:
         lines.append(
@@ -701,8 +732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="lifecycle rounds (default 5, quick 3)")
     parser.add_argument(
         "--only",
-        default="lifecycle,engines,memory,collection",
-        help="comma-separated workloads: lifecycle, engines, memory, collection",
+        default="lifecycle,engines,drift,memory,collection",
+        help="comma-separated workloads: lifecycle, engines, drift (benchmarks/drift.py), "
+        "memory, collection",
     )
     parser.add_argument("--binary", help="terraform binary (default: terraform, then tofu)")
     parser.add_argument(
@@ -724,6 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("no terraform binary: put terraform on PATH or pass --binary PATH")
     binary = str(Path(shutil.which(binary) or binary).resolve())
     python = ensure_venv(args.venv, args.reinstall)
+    precompile(python)
     found = versions(python, binary)
     header = [
         f"pytest-iac benchmarks, {time.strftime('%Y-%m-%d %H:%M')}",
@@ -749,7 +782,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["memory"] = memory(python, binary, work, counts)
         if "collection" in wanted:
             results["collection"] = collection(python, work, 1000, 1 if args.quick else 3)
-    except BenchError as error:
+        # Last: the drift workload imports moto into this process, and a child's peak RSS
+        # (the memory workload's figure) starts from its parent's at fork.
+        if "drift" in wanted:
+            drift = drift_workload()
+            if drift is None:
+                print("drift: benchmarks/drift.py is not there: skipped", flush=True)
+            else:
+                results["drift"] = drift.run(
+                    str(python),
+                    binary,
+                    work / "drift",
+                    1 if args.quick else 3,
+                    warmup=0 if args.quick else 1,
+                )
+    except Exception as error:
+        if type(error).__name__ != "BenchError":  # ours, or benchmarks/drift.py's
+            raise
         print(f"benchmark failed: {error}\n(working directory kept: {work})", file=sys.stderr)
         return 1
     finally:

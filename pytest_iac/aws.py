@@ -452,7 +452,7 @@ def uses_aws(stack: Stack) -> bool:
     lock = stack.module_dir / ".terraform.lock.hcl"
     if lock.is_file() and f'"{AWS_PROVIDER}"' in lock.read_text(encoding="utf-8"):
         return True
-    return (Path(stack.env["TF_DATA_DIR"]) / "providers" / AWS_PROVIDER).is_dir()
+    return (stack.data_dir / "providers" / AWS_PROVIDER).is_dir()
 
 
 def module_uses_aws(directory: Path) -> bool:

@@ -103,7 +103,7 @@ def cleanup(
                     *(f"-var-file={f}" for f in record.var_files),
                 ],
                 cwd=Path(record.module_dir),
-                env={"TF_DATA_DIR": record.tf_data_dir},
+                env=_data_dir_env(record.tf_data_dir, record.module_dir),
                 label=Path(record.workdir).name,
                 module=record.module,
             )
@@ -129,6 +129,14 @@ def cleanup(
         f"{len(outcome.skipped)} skipped; {outcome.left} left in the ledger"
     )
     return outcome
+
+
+def _data_dir_env(tf_data_dir: str, module_dir: str) -> dict[str, str]:
+    """TF_DATA_DIR for a record's destroy, unless it is the default `.terraform` there
+    (records made before deployments used the default have a data dir of their own)."""
+    if not tf_data_dir or Path(tf_data_dir) == Path(module_dir) / ".terraform":
+        return {}
+    return {"TF_DATA_DIR": tf_data_dir}
 
 
 def _remove_workdir(workdir: Path) -> None:

@@ -14,16 +14,16 @@ import json
 import logging
 import os
 import re
+import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -63,6 +63,7 @@ DEFAULT_RETRYABLE_ERRORS: tuple[str, ...] = (
 # beyond the defaults, but a generous limit on how long one command may take.
 DEFAULT_TIMEOUT = 30 * 60.0
 _STOP_GRACE = 60.0  # seconds terraform gets to save state after an interrupt
+_DRAIN = 5.0  # seconds to read what a stopped terraform still writes
 
 
 @dataclass(frozen=True)
@@ -159,8 +160,12 @@ class Settings:
     env: Mapping[str, str] = field(default_factory=dict)  # added to every command
 
 
-# Variables that would change what our commands do behind our back.
-_SCRUBBED_ENV = re.compile(r"^(TF_CLI_ARGS(_\w+)?|TF_DATA_DIR|TF_WORKSPACE|TF_CLI_CONFIG_FILE)$")
+# Variables that would change what our commands do behind our back; and pytest's
+# PYTEST_CURRENT_TEST, which changes with every test phase and means nothing to terraform
+# (the embedded engine's workers serve one environment each).
+_SCRUBBED_ENV = re.compile(
+    r"^(TF_CLI_ARGS(_\w+)?|TF_DATA_DIR|TF_WORKSPACE|TF_CLI_CONFIG_FILE|PYTEST_CURRENT_TEST)$"
+)
 
 
 class Terraform:
@@ -178,6 +183,10 @@ class Terraform:
         if settings.plugin_cache_dir is not None:
             settings.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
         self._version: str | None = None
+        if engine.embedded:
+            # The commands of deployments run with this environment: a worker for it loads
+            # the library while pytest collects.
+            embedded.prestart(engine.path, self.environment())
 
     @property
     def version(self) -> str:
@@ -266,6 +275,10 @@ class Terraform:
             log.info("%s$ terraform %s", prefix, " ".join(args))
         with _init_lock(self.settings.plugin_cache_dir, args):
             started = time.monotonic()
+            if self.engine.embedded:
+                ran = self._run_in_worker(args, cwd, env, module, prefix, quiet, started)
+                if ran is not None:
+                    return ran
             # A session of its own: a Ctrl-C at the terminal reaches pytest, which then stops
             # terraform gracefully (below) instead of killing it half-way through a write.
             process = subprocess.Popen(
@@ -277,42 +290,86 @@ class Terraform:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )
-            assert process.stdout is not None
-            assert process.stderr is not None
-            stdout: list[str] = []
-            stderr: list[str] = []
-            readers = [
-                _pump(process.stdout, stdout, None if quiet else prefix),
-                _pump(process.stderr, stderr, None if quiet else prefix),
-            ]
+            output = _Output(process, _line_logger(None if quiet else prefix))
             try:
                 # Wait for the end of the output, then the exit: `Popen.wait(timeout)` polls
                 # in sleeps of up to 50 ms, which added ~30 ms to every command.
                 deadline = started + self.settings.timeout
-                for reader in readers:
-                    reader.join(min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX))
+                if not output.read(deadline):
+                    raise subprocess.TimeoutExpired(args, self.settings.timeout)
                 returncode = process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _stop(process)
-                for reader in readers:
-                    reader.join()
+                _stop(process, output)
+                output.read(time.monotonic() + _DRAIN)
                 raise TerraformTimeoutError(
                     args,
                     cwd,
                     -1,
-                    redact("".join(stdout + stderr)),
+                    redact(output.stdout + output.stderr),
                     module=module,
                     hint=f"stopped after the timeout of {self.settings.timeout:g}s (--iac-timeout)",
                 ) from None
             except BaseException:
                 # KeyboardInterrupt or SIGTERM: let terraform finish writing its state.
-                _stop(process)
+                _stop(process, output)
                 raise
-            for reader in readers:
-                reader.join()
-        return Result(
-            args, returncode, "".join(stdout), "".join(stderr), time.monotonic() - started
-        )
+            finally:
+                output.close()
+        return Result(args, returncode, output.stdout, output.stderr, time.monotonic() - started)
+
+    def _run_in_worker(
+        self,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        module: str | None,
+        prefix: str,
+        quiet: bool,
+        started: float,
+    ) -> Result | None:
+        """The embedded engine's fast path: a worker process with the library loaded.
+
+        None when no worker can take the command (then it runs in a process of its own).
+        """
+        try:
+            ran = embedded.run(
+                self.engine.path,
+                args,
+                cwd=cwd,
+                env=env,
+                deadline=started + self.settings.timeout,
+                grace=_STOP_GRACE,
+                sink=_line_logger(None if quiet else prefix),
+            )
+        except embedded.WorkerTimeout as stopped:
+            raise TerraformTimeoutError(
+                args,
+                cwd,
+                -1,
+                redact(stopped.stdout + stopped.stderr),
+                module=module,
+                hint=f"stopped after the timeout of {self.settings.timeout:g}s (--iac-timeout)",
+            ) from None
+        except embedded.WorkerCrashed as crash:
+            raise TerraformError(
+                args,
+                cwd,
+                crash.returncode,
+                redact(crash.stdout + crash.stderr),
+                module=module,
+                hint=f"{crash.describe()} during this command: a crash inside Terraform (its "
+                "last output is above) or a kill from outside. The next command starts a fresh "
+                "worker. To compare, run the same tests with the terraform binary "
+                "(--iac-binary=terraform).",
+            ) from None
+        if ran is None:
+            return None
+        return Result(args, ran.returncode, ran.stdout, ran.stderr, time.monotonic() - started)
+
+    def close(self) -> None:
+        """End the idle embedded workers this process started (at the end of a run)."""
+        if self.engine.embedded:
+            embedded.shutdown()
 
 
 def _version_key(engine: Engine) -> str | None:
@@ -357,30 +414,90 @@ def _automation_args(args: Sequence[str]) -> list[str]:
     return [args[0], *[e for e in extra if e not in args], *args[1:]]
 
 
-def _pump(stream: IO[bytes], sink: list[str], prefix: str | None) -> threading.Thread:
-    """Read `stream` line by line in a thread: keep every line, log it unless quiet."""
+def _line_logger(prefix: str | None) -> Callable[[str], None] | None:
+    """What logs each line of terraform's output: None when quiet or when no one listens."""
+    if prefix is None or not log.isEnabledFor(logging.INFO):
+        return None
 
-    def read() -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", errors="replace")
-            sink.append(line)
-            if prefix is not None and line.strip():
-                log.info("%s%s", prefix, redact(line.rstrip()))
-        stream.close()
+    def emit(line: str) -> None:
+        if line.strip():
+            log.info("%s%s", prefix, redact(line.rstrip()))
 
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread
+    return emit
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Interrupt terraform like a Ctrl-C would, then kill it if it does not stop in time."""
+class _Output:
+    """A process's stdout and stderr, read line by line in the calling thread.
+
+    One selector instead of a reader thread per pipe: two thread starts less per command.
+    Every line is kept, and logged unless quiet.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes], emit: Callable[[str], None] | None):
+        assert process.stdout is not None
+        assert process.stderr is not None
+        self._pipes = (process.stdout, process.stderr)
+        self._fds = (process.stdout.fileno(), process.stderr.fileno())
+        self._lines: dict[int, list[str]] = {p.fileno(): [] for p in self._pipes}
+        self._partial: dict[int, bytes] = {p.fileno(): b"" for p in self._pipes}
+        self._emit = emit
+        self._selector = selectors.DefaultSelector()
+        for pipe in self._pipes:
+            self._selector.register(pipe.fileno(), selectors.EVENT_READ)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self._lines[self._fds[0]])
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._lines[self._fds[1]])
+
+    def read(self, deadline: float) -> bool:
+        """Read until both pipes are closed (True) or until `deadline` (False)."""
+        while self._selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for key, _ in self._selector.select(min(left, threading.TIMEOUT_MAX)):
+                data = os.read(key.fd, 65536)
+                if not data:
+                    self._selector.unregister(key.fd)
+                    self._add(key.fd, [self._partial[key.fd]])
+                    continue
+                lines = (self._partial[key.fd] + data).split(b"\n")
+                self._partial[key.fd] = lines.pop()
+                self._add(key.fd, [line + b"\n" for line in lines])
+        return True
+
+    def _add(self, fd: int, raw_lines: list[bytes]) -> None:
+        for raw in raw_lines:
+            if raw:
+                line = raw.decode("utf-8", errors="replace")
+                self._lines[fd].append(line)
+                if self._emit is not None:
+                    self._emit(line)
+
+    def close(self) -> None:
+        self._selector.close()
+        for pipe in self._pipes:
+            pipe.close()
+
+
+def _stop(process: subprocess.Popen[bytes], output: _Output | None = None) -> None:
+    """Interrupt terraform like a Ctrl-C would, then kill it if it does not stop in time.
+
+    Its output is read meanwhile: a full pipe would keep it from finishing.
+    """
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGINT)
     try:
-        process.wait(timeout=_STOP_GRACE)
+        deadline = time.monotonic() + _STOP_GRACE
+        if output is not None:
+            output.read(deadline)
+        process.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)

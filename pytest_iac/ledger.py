@@ -113,7 +113,7 @@ class Ledger:
             state=state_location(stack),
             var_files=[str(f) for f in stack.var_file_paths],
             engine=list(stack.terraform.engine.argv),
-            tf_data_dir=stack.env["TF_DATA_DIR"],
+            tf_data_dir=str(stack.data_dir),
             run_id=self.run_id,
             worker=self.worker,
             test=stack.test_id,
@@ -243,7 +243,7 @@ def read(path: Path) -> Entry | None:
 
 def state_location(stack: Stack) -> str:
     """Where the deployment's state lives: the backend init configured, else the local file."""
-    backend = Path(stack.env["TF_DATA_DIR"]) / "terraform.tfstate"
+    backend = stack.data_dir / "terraform.tfstate"
     with contextlib.suppress(OSError, ValueError):
         kind = json.loads(backend.read_text(encoding="utf-8")).get("backend", {}).get("type")
         if kind and kind != "local":

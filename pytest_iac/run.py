@@ -141,6 +141,8 @@ class IacRun:
         """Remove the run's directory unless a deployment (kept, or not destroyed) is in it."""
         if self._ledger is not None:
             self._ledger.close()
+        if self._terraform is not None:
+            self._terraform.close()
         sandboxes = self.workdir / "sandboxes"
         if self._terraform is not None and not (sandboxes.is_dir() and any(sandboxes.iterdir())):
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -2,8 +2,10 @@
 
 A `Sandbox` owns a directory where every deployment gets a working directory of its own:
 a copy of the module (and of the local modules it calls, at the same relative places, so
-`source = "../network"` keeps working), its variables as a JSON var file, its TF_DATA_DIR and
-its state. The module under test is only ever read.
+`source = "../network"` keeps working), its variables as a JSON var file, its `.terraform`
+(Terraform's default data directory, private because it sits inside the copy: no
+per-deployment TF_DATA_DIR, so every deployment's commands share one environment) and its
+state. The module under test is only ever read.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ class Stack:
         self.workdir = workdir
         self.vars: dict[str, Any] = dict(vars or {})
         self.var_files = [Path(f) for f in var_files]
-        self.env = {"TF_DATA_DIR": str(workdir / "tfdata"), **(env or {})}
+        self.env = dict(env or {})
         self.backend_config = dict(backend_config or {})
         self.module_dir = copy_module(source, workdir / "src")
         self._initialised = False
@@ -117,6 +119,11 @@ class Stack:
 
     def __repr__(self) -> str:
         return f"<Stack {self.source} in {self.workdir}>"
+
+    @property
+    def data_dir(self) -> Path:
+        """Terraform's data directory (providers, backend settings): `.terraform` in the copy."""
+        return self.module_dir / self.env.get("TF_DATA_DIR", ".terraform")
 
     # What was deployed
 
@@ -201,10 +208,9 @@ class Stack:
 
     def destroy_command(self) -> str:
         """A shell command that destroys this deployment by hand."""
-        env = {
-            "TF_DATA_DIR": self.env["TF_DATA_DIR"],
-            "TF_CLI_CONFIG_FILE": str(self.terraform.cli_config),
-        }
+        env = {"TF_CLI_CONFIG_FILE": str(self.terraform.cli_config)}
+        if "TF_DATA_DIR" in self.env:
+            env["TF_DATA_DIR"] = str(self.data_dir)
         var_args = [f"-var-file={f}" for f in self.var_file_paths]
         argv = [*self.terraform.engine.argv, "destroy", "-auto-approve", *var_args]
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
