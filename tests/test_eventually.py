@@ -55,9 +55,7 @@ def test_reports_a_check_that_never_holds(pytester: pytest.Pytester) -> None:
             pytest_iac.eventually(policy_is_attached, timeout=0.5, interval=0.1)
         """
     )
-    started = time.monotonic()
     result = pytester.runpytest()
-    elapsed = time.monotonic() - started
 
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
@@ -70,4 +68,3 @@ def test_reports_a_check_that_never_holds(pytester: pytest.Pytester) -> None:
     # The user's check is shown, not tenacity's machinery.
     result.stdout.no_fnmatch_line("*tenacity*")
     result.stdout.no_fnmatch_line("*concurrent/futures*")
-    assert elapsed < 10

@@ -177,7 +177,7 @@ def test_timeouts_during_apply_and_during_the_test(
 
         @pytest.mark.timeout(1, method="signal")
         def test_slow_apply(iac_deploy):
-            iac_deploy("mod", vars={"apply_command": "sleep 10"})
+            iac_deploy("mod", vars={"apply_command": "sleep 4 && touch $IAC_MARKER"})
 
         @pytest.mark.timeout(1, method="signal")
         def test_slow_test(iac_deploy):
@@ -185,11 +185,14 @@ def test_timeouts_during_apply_and_during_the_test(
             time.sleep(10)
         """
     )
-    started = time.monotonic()
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    marker = pytester.path / "apply-finished"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IAC_MARKER", str(marker))
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*Failed: Timeout*"])
-    assert time.monotonic() - started < 15  # the timeouts stopped terraform and the test
+    time.sleep(4)  # as long as the provisioner would have needed to finish
+    assert not marker.exists()  # terraform was interrupted mid-apply, not left to finish
     assert_clean(iac_home)
 
 
