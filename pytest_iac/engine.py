@@ -301,14 +301,7 @@ class Terraform:
             except subprocess.TimeoutExpired:
                 _stop(process, output)
                 output.read(time.monotonic() + _DRAIN)
-                raise TerraformTimeoutError(
-                    args,
-                    cwd,
-                    -1,
-                    redact(output.stdout + output.stderr),
-                    module=module,
-                    hint=f"stopped after the timeout of {self.settings.timeout:g}s (--iac-timeout)",
-                ) from None
+                raise self._timed_out(args, cwd, output.stdout + output.stderr, module) from None
             except BaseException:
                 # KeyboardInterrupt or SIGTERM: let terraform finish writing its state.
                 _stop(process, output)
@@ -316,6 +309,18 @@ class Terraform:
             finally:
                 output.close()
         return Result(args, returncode, output.stdout, output.stderr, time.monotonic() - started)
+
+    def _timed_out(
+        self, args: list[str], cwd: Path, output: str, module: str | None
+    ) -> TerraformTimeoutError:
+        return TerraformTimeoutError(
+            args,
+            cwd,
+            -1,
+            redact(output),
+            module=module,
+            hint=f"stopped after the timeout of {self.settings.timeout:g}s (--iac-timeout)",
+        )
 
     def _run_in_worker(
         self,
@@ -342,14 +347,7 @@ class Terraform:
                 sink=_line_logger(None if quiet else prefix),
             )
         except embedded.WorkerTimeout as stopped:
-            raise TerraformTimeoutError(
-                args,
-                cwd,
-                -1,
-                redact(stopped.stdout + stopped.stderr),
-                module=module,
-                hint=f"stopped after the timeout of {self.settings.timeout:g}s (--iac-timeout)",
-            ) from None
+            raise self._timed_out(args, cwd, stopped.stdout + stopped.stderr, module) from None
         except embedded.WorkerCrashed as crash:
             raise TerraformError(
                 args,
