@@ -130,10 +130,28 @@ class Stack:
     @property
     def outputs(self) -> Outputs:
         if self._outputs is None:
-            raw = self._run(["output", "-json"], quiet=True).json()
-            self._outputs = Outputs(raw if isinstance(raw, dict) else {})
+            raw = self._local_state_outputs()
+            if raw is None:
+                printed = self._run(["output", "-json"], quiet=True).json()
+                raw = printed if isinstance(printed, dict) else {}
+            self._outputs = Outputs(raw)
             redact.remember([self._outputs[name] for name in self._outputs.sensitive])
         return self._outputs
+
+    def _local_state_outputs(self) -> dict[str, Any] | None:
+        """The outputs in a local state file, read without a terraform process; else None.
+
+        `terraform output -json` prints this very section of a version 4 state. With a
+        backend configured (its settings in the data directory), terraform must read it.
+        """
+        if (self.data_dir / "terraform.tfstate").exists():
+            return None
+        try:
+            state = json.loads((self.module_dir / "terraform.tfstate").read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        outputs = state.get("outputs") if state.get("version") == 4 else None
+        return outputs if isinstance(outputs, dict) else None
 
     @property
     def resources(self) -> list[str]:

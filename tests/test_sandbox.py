@@ -296,3 +296,40 @@ def test_app(iac_deploy):
     command = next(line.strip() for line in result.outlines if line.strip().startswith("cd "))
     subprocess.run(command, shell=True, check=True, capture_output=True)
     assert not [k for k in leftovers(iac_home) if k.startswith("state")]
+
+
+def test_outputs_are_the_same_from_local_state_and_from_a_backend(
+    pytester: pytest.Pytester, iac_home: Path
+) -> None:
+    """Without a backend the outputs come from the state file; with one, from terraform."""
+    outputs = """
+variable "secret" {
+  type      = string
+  sensitive = true
+  default   = "s3cr3t-value"
+}
+resource "terraform_data" "x" { input = { a = [1, 2], b = "two" } }
+output "data" { value = terraform_data.x.output }
+output "secret" {
+  value     = var.secret
+  sensitive = true
+}
+"""
+    for name, backend in (("plain", ""), ("backend", 'terraform {\n  backend "local" {}\n}\n')):
+        (pytester.path / name).mkdir()
+        (pytester.path / name / "main.tf").write_text(backend + outputs)
+    pytester.makepyfile(
+        """
+import pytest
+
+@pytest.mark.parametrize("module", ["plain", "backend"])
+def test_outputs(iac_deploy, module):
+    stack = iac_deploy(module)
+    assert stack.outputs["data"] == {"a": [1, 2], "b": "two"}
+    assert stack.outputs["secret"] == "s3cr3t-value"
+    assert stack.outputs.sensitive == {"secret"}
+    assert "s3cr3t" not in repr(stack.outputs)
+"""
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    assert leftovers(iac_home) == []
