@@ -7,11 +7,14 @@ proves the state objects are byte-identical afterwards.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +24,28 @@ import git
 import pytest
 
 from pytest_iac.drift import InitCache, find_live_roots
+from pytest_iac.engine import cli_config
 from tests.conftest import EXAMPLES, free_port, leftovers
 
 BUCKET = "drift-live-state"
-LIVE_DIRS = ["live/prod/app", "live/prod/network", "live/staging/app", "live/staging/network"]
+# Built-in terraform_data resources only: planned in a fraction of a second.
+BUILTIN_DIRS = ["live/prod/app", "live/prod/network", "live/staging/app", "live/staging/network"]
+# S3 buckets through the hashicorp/aws provider: seconds per plan, and only with a mirror.
+AWS_DIRS = ["live/prod/storage", "live/staging/storage"]
+LIVE_DIRS = sorted(BUILTIN_DIRS + AWS_DIRS)
+# The drift runs that are not about AWS leave the storage dirs out, for speed.
+WITHOUT_AWS = ("-o", "iac_live_exclude=live/*/storage")
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    """What points the AWS provider (and boto3) at the moto server: no edits to the code."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
 
 
 def backend_settings(endpoint: str, **extra: object) -> str:
@@ -91,6 +112,54 @@ def copy_live_tree(destination: Path) -> Path:
     return destination
 
 
+def deploy_live(
+    endpoint: str, work: Path, names: list[str], mirror: Path | None = None
+) -> dict[str, bytes]:
+    """Apply live dirs with plain terraform, as their owners would have; the states after."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("the live tree is deployed with the terraform binary; none on PATH")
+    tree = copy_live_tree(work / "repo")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "AWS_"))}
+    env.update(TF_IN_AUTOMATION="1", CHECKPOINT_DISABLE="1")
+    if mirror is not None:
+        (work / "plugin-cache").mkdir()
+        (work / "terraform.rc").write_text(cli_config(work / "plugin-cache", [mirror]))
+        env.update(aws_env(endpoint), TF_CLI_CONFIG_FILE=str(work / "terraform.rc"))
+    init_lock = threading.Lock()  # one init at a time: they share the plugin cache
+
+    def deploy(name: str) -> None:
+        steps = [
+            ["init", "-input=false", "-backend-config=backend.tfbackend"],
+            ["apply", "-auto-approve", "-input=false"],
+        ]
+        if name in AWS_DIRS:
+            # moto gives a new bucket no default encryption until the module's encryption
+            # resource is applied, after the bucket's state was saved: save the refreshed
+            # state, as examples/live/README.md says, or every check reports it as state drift.
+            steps.append(["apply", "-refresh-only", "-auto-approve", "-input=false"])
+        for args in steps:
+            if args[0] == "init":
+                args.append(f"-backend-config={work.parent / 'moto.tfbackend'}")
+            with init_lock if args[0] == "init" else contextlib.nullcontext():
+                subprocess.run(
+                    [terraform, *args, "-no-color"],
+                    cwd=tree / name,
+                    env={**env, "TF_DATA_DIR": str(work / "tfdata" / name)},
+                    check=True,
+                    capture_output=True,
+                )
+
+    # Each directory has its own state: deploy them side by side, as separate pipelines would.
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        for future in [pool.submit(deploy, name) for name in names]:
+            future.result()
+    states = state_objects(endpoint)
+    keys = {f"{d.removeprefix('live/')}/terraform.tfstate" for d in names}
+    assert keys <= set(states)
+    return {k: v for k, v in states.items() if k in keys}
+
+
 @dataclass
 class Deployed:
     endpoint: str
@@ -100,37 +169,27 @@ class Deployed:
 
 @pytest.fixture(scope="session")
 def deployed(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Deployed:
-    """examples/live applied once, with plain terraform, into a bucket on the moto server."""
-    terraform = shutil.which("terraform")
-    if terraform is None:
-        pytest.skip("the live tree is deployed with the terraform binary; none on PATH")
+    """examples/live applied once into a bucket on the moto server, but for the storage dirs.
+
+    Those need the hashicorp/aws provider and cost seconds per command: `deployed_storage`
+    adds them for the one test that checks them.
+    """
     s3(moto_endpoint).create_bucket(Bucket=BUCKET)  # type: ignore[attr-defined]
     work = tmp_path_factory.mktemp("live-deploy")
     backend_file = work / "moto.tfbackend"
     backend_file.write_text(backend_settings(moto_endpoint))
-    tree = copy_live_tree(work / "repo")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
-    env.update(TF_IN_AUTOMATION="1", CHECKPOINT_DISABLE="1")
-    for name in LIVE_DIRS:
-        env["TF_DATA_DIR"] = str(work / "tfdata" / name)
-        for args in (
-            ["init", "-input=false", "-backend-config=backend.tfbackend"],
-            ["apply", "-auto-approve", "-input=false"],
-        ):
-            if args[0] == "init":
-                args.append(f"-backend-config={backend_file}")
-            subprocess.run(
-                [terraform, *args, "-no-color"],
-                cwd=tree / name,
-                env=env,
-                check=True,
-                capture_output=True,
-            )
-    states = state_objects(moto_endpoint)
-    assert sorted(states) == sorted(
-        f"{d.removeprefix('live/')}/terraform.tfstate" for d in LIVE_DIRS
-    )
+    states = deploy_live(moto_endpoint, work / "builtin", BUILTIN_DIRS)
     return Deployed(moto_endpoint, backend_file, states)
+
+
+@pytest.fixture(scope="session")
+def deployed_storage(deployed: Deployed, aws_provider_mirror: Path) -> Deployed:
+    """The storage dirs too (S3 buckets, in the same moto server): the whole live tree."""
+    work = deployed.backend_file.parent
+    deployed.states.update(
+        deploy_live(deployed.endpoint, work / "storage", AWS_DIRS, aws_provider_mirror)
+    )
+    return deployed
 
 
 @pytest.fixture
@@ -142,13 +201,16 @@ def live(pytester: pytest.Pytester, deployed: Deployed) -> Iterator[Path]:
     assert state_objects(deployed.endpoint) == deployed.states
 
 
-def drift(pytester: pytest.Pytester, deployed: Deployed, *args: str) -> pytest.RunResult:
+def drift(
+    pytester: pytest.Pytester, deployed: Deployed, *args: str, aws: bool = False
+) -> pytest.RunResult:
     return pytester.runpytest(
         "-p",
         "no:cacheprovider",
         "-m",
         "drift",
         f"--iac-backend-config={deployed.backend_file}",
+        *(() if aws else WITHOUT_AWS),
         *args,
     )
 
@@ -159,7 +221,9 @@ def test_live_roots_are_collected_by_path(pytester: pytest.Pytester, live: Path)
     assert "modules/" not in result.stdout.str()  # modules the live dirs call are not roots
 
     result = pytester.runpytest("--collect-only", "-q", "-m", "drift", "-k", "prod", ".")
-    result.stdout.fnmatch_lines(["live/prod/app::drift", "live/prod/network::drift", "*2/4*"])
+    result.stdout.fnmatch_lines(
+        ["live/prod/app::drift", "live/prod/network::drift", "live/prod/storage::drift", "*3/6*"]
+    )
     assert "modules/" not in result.stdout.str()  # nor are modules nobody deployed
 
     # Not a drift run: live configuration is never planned by a plain `pytest`.
@@ -264,7 +328,7 @@ def test_changes_fail_with_a_table_and_reports(
     assert report["totals"] == {"clean": 2, "drift": 2, "error": 0}
     assert report["engine"].startswith("terraform ")
     by_name = {d["name"]: d for d in report["directories"]}
-    assert list(by_name) == LIVE_DIRS
+    assert list(by_name) == BUILTIN_DIRS
     app_result = by_name["live/staging/app"]
     assert app_result["counts"] == {
         "configuration_drift": 2,
@@ -336,6 +400,7 @@ def test_parallel_runs_give_the_same_results(
             "live",
             f"--iac-backend-config={deployed.backend_file}",
             "--iac-report-json=drift.json",
+            *WITHOUT_AWS,
             *args,
         )
         report = json.loads((pytester.path / "drift.json").read_text())
@@ -463,125 +528,86 @@ def test_require_trunk(pytester: pytest.Pytester, live: Path, deployed: Deployed
 
 def test_state_drift_from_an_out_of_band_change(
     pytester: pytest.Pytester,
-    moto_endpoint: str,
+    live: Path,
+    deployed_storage: Deployed,
     aws_provider_mirror: Path,
-    deployed: Deployed,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A tag changed with boto3 behind Terraform's back is reported as state drift."""
-    terraform = shutil.which("terraform")
-    if terraform is None:
-        pytest.skip("needs the terraform binary to deploy the live directory")
-    for name, value in {
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-    }.items():
+    """A tag changed with boto3 behind Terraform's back is reported as state drift.
+
+    The whole deployed tree is checked, as CI would: only the bucket's directory fails.
+    """
+    deployed = deployed_storage
+    for name, value in aws_env(deployed.endpoint).items():
         monkeypatch.setenv(name, value)
-    live = pytester.path / "live" / "prod" / "buckets"
-    live.mkdir(parents=True)
-    (live / "main.tf").write_text(
-        """
-terraform {
-  backend "s3" {}
-  required_providers {
-    aws = { source = "hashicorp/aws" }
-  }
-}
-
-provider "aws" {
-  s3_use_path_style           = true
-  skip_credentials_validation = true
-  skip_requesting_account_id  = true
-  skip_metadata_api_check     = true
-}
-
-resource "aws_s3_bucket" "assets" {
-  bucket = "drift-assets"
-  tags   = { Owner = "platform" }
-}
-"""
-    )
-    (live / "backend.tfbackend").write_text('key = "prod/buckets/terraform.tfstate"\n')
-    s3(moto_endpoint).create_bucket(Bucket="drift-aws-state")  # type: ignore[attr-defined]
-    cli_config = pytester.path / "terraform.rc"
-    cli_config.write_text(
-        f'provider_installation {{\n  filesystem_mirror {{\n    path = "{aws_provider_mirror}"\n'
-        "  }\n}\n"
-    )
-    env = {
-        **os.environ,
-        "TF_DATA_DIR": str(pytester.path / "deploy-tfdata"),
-        "TF_CLI_CONFIG_FILE": str(cli_config),
-    }
-    for args in (
-        [
-            "init",
-            "-backend-config=backend.tfbackend",
-            f"-backend-config={deployed.backend_file}",
-            "-backend-config=bucket=drift-aws-state",
-        ],
-        ["apply", "-auto-approve"],
-    ):
-        subprocess.run(
-            [terraform, *args, "-no-color"], cwd=live, env=env, check=True, capture_output=True
+    bucket = "acme-shop-assets-staging"
+    client = s3(deployed.endpoint)
+    tags = client.get_bucket_tagging(Bucket=bucket)["TagSet"]  # type: ignore[attr-defined]
+    changed = [
+        {"Key": t["Key"], "Value": "console" if t["Key"] == "ManagedBy" else t["Value"]}
+        for t in tags
+    ]
+    client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": changed})  # type: ignore[attr-defined]
+    try:
+        before = code_snapshot(pytester.path)
+        result = drift(
+            pytester,
+            deployed,
+            "live",
+            f"--iac-provider-mirror={aws_provider_mirror}",
+            "--iac-report-json=drift.json",
+            aws=True,
         )
-    (live / ".terraform.lock.hcl").unlink()  # not committed here: the check must cope
-    states = state_objects(moto_endpoint, "drift-aws-state")
-    s3(moto_endpoint).put_bucket_tagging(  # type: ignore[attr-defined]
-        Bucket="drift-assets", Tagging={"TagSet": [{"Key": "Owner", "Value": "someone-else"}]}
-    )
-    before = tree_snapshot(live)
-    result = pytester.runpytest(
-        "-p",
-        "no:cacheprovider",
-        "-m",
-        "drift",
-        "live/prod/buckets",
-        f"--iac-backend-config={deployed.backend_file}",
-        "--iac-backend-config=bucket=drift-aws-state",
-        f"--iac-provider-mirror={aws_provider_mirror}",
-    )
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "configuration drift (the code differs from the state): 1",
-            '*tags.Owner: "someone-else" -> "platform"',
-            "state drift (objects changed outside Terraform, found by refresh): 1",
-            "  aws_s3_bucket.assets  update   tags*",
-            '*tags.Owner: "platform" -> "someone-else"',
-            "drift  live/prod/buckets  (configuration 1, state 1, outputs 0)",
+        result.assert_outcomes(passed=5, failed=1)
+        result.stdout.fnmatch_lines(
+            [
+                "*drift in live/staging/storage: the plan is not empty*",
+                "configuration drift (the code differs from the state): 1",
+                '*tags.ManagedBy: "console" -> "terraform"',
+                "state drift (objects changed outside Terraform, found by refresh): 1",
+                "  module.assets.aws_s3_bucket.this  update   tags*",
+                '*tags.ManagedBy: "terraform" -> "console"',
+                "*pytest-iac: drift*",
+                "clean  live/prod/app  *",
+                "clean  live/prod/network  *",
+                "clean  live/prod/storage  (configuration 0, state 0, outputs 0)",
+                "clean  live/staging/app  *",
+                "clean  live/staging/network  *",
+                "drift  live/staging/storage  (configuration 1, state 1, outputs 0)",
+            ]
+        )
+        report = json.loads((pytester.path / "drift.json").read_text())
+        assert report["totals"] == {"clean": 5, "drift": 1, "error": 0}
+        [storage] = [d for d in report["directories"] if d["status"] == "drift"]
+        assert storage["name"] == "live/staging/storage"
+        assert [c["address"] for c in storage["state_drift"]] == [
+            "module.assets.aws_s3_bucket.this"
         ]
-    )
-    assert tree_snapshot(live) == before
-    assert state_objects(moto_endpoint, "drift-aws-state") == states
+        assert code_snapshot(pytester.path) == before
+    finally:
+        client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags})  # type: ignore[attr-defined]
 
     # A lock file that pins another release: a new init key, so init runs again and says
-    # that release is not in the mirror (the cached init would have planned with 5.100.0).
-    (live / ".terraform.lock.hcl").write_text(
+    # that release is not in the mirror (a cached init would have planned with 5.100.0).
+    (live / "staging/storage/.terraform.lock.hcl").write_text(
         'provider "registry.terraform.io/hashicorp/aws" {\n  version = "5.99.0"\n}\n'
     )
-    result = pytester.runpytest(
-        "-p",
-        "no:cacheprovider",
-        "-m",
-        "drift",
-        "live/prod/buckets",
-        f"--iac-backend-config={deployed.backend_file}",
-        "--iac-backend-config=bucket=drift-aws-state",
+    result = drift(
+        pytester,
+        deployed,
+        "live/staging/storage",
         f"--iac-provider-mirror={aws_provider_mirror}",
         "-o",
         "iac_retries=0",
+        aws=True,
     )
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
-            "terraform init failed for module */live/prod/buckets",
+            "terraform init failed for module */live/staging/storage",
             "*version 5.99.0 is no longer available*",
         ]
     )
-    assert state_objects(moto_endpoint, "drift-aws-state") == states
 
 
 # Speed: the pool of terraform processes, and init reused across runs
