@@ -309,3 +309,45 @@ class Tally:
             f"deployments: {self.made} made, {self.destroyed} destroyed, {len(self.kept)} kept, "
             f"{len(self.failed)} failed to destroy, {len(self.leaked)} leaked"
         )
+
+    def summary(self, left: int, ledger: Path) -> Summary | None:
+        """The run's summary section; None when the run deployed nothing and left nothing.
+
+        `left`: how many of the run's records are still in the `ledger` directory.
+        """
+        if not (self.made or left or self.leaked):
+            return None
+        trouble = bool(self.failed or self.leaked or left > len(self.kept))
+        found = (
+            ("kept", self.kept),
+            ("failed to destroy", self.failed),
+            ("leaked", self.leaked),
+            ("left in the ledger", left),
+        )
+        what = ", ".join(name for name, present in found if present)
+        lines = [self.line()]
+        for title, rows in (("kept", self.kept), ("failed to destroy", self.failed)):
+            for module, workdir, command in rows:
+                lines += [f"{title}: {module} in {workdir}", f"  destroy: {command}"]
+        lines += [f"leaked: {leak}" for leak in self.leaked]
+        if left:
+            lines.append(
+                f"{left} deployment(s) of this run are in the ledger ({ledger}): "
+                "`pytest --iac-cleanup` destroys them (`--iac-cleanup-dry-run` lists them)"
+            )
+        return Summary(
+            title="pytest-iac" + (f": deployments {what}" if what else ""),
+            lines=lines,
+            trouble=trouble,
+            warning=bool(left) and not trouble,
+        )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the terminal summary shows of a run's deployments."""
+
+    title: str
+    lines: list[str]
+    trouble: bool  # something failed, leaked or was left behind: shown in red
+    warning: bool  # only deployments kept on purpose remain: shown in yellow

@@ -301,35 +301,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     run = config.stash[RUN_KEY]
     tally = run.tally()
     tally.add(config.stash[_TALLY_KEY])
-    left = [e for e in run.ledger.entries() if e.record.run_id == run.run_id]
-    if not (tally.made or left or tally.leaked):
-        return
-    trouble = bool(tally.failed or tally.leaked or len(left) > len(tally.kept))
-    what = [
-        name
-        for name, found in (
-            ("kept", tally.kept),
-            ("failed to destroy", tally.failed),
-            ("leaked", tally.leaked),
-            ("left in the ledger", left),
-        )
-        if found
-    ]
-    title = "pytest-iac" + (f": deployments {', '.join(what)}" if what else "")
-    terminalreporter.section(title, red=trouble, yellow=bool(left) and not trouble)
-    terminalreporter.line(tally.line())
-    for title, rows in (("kept", tally.kept), ("failed to destroy", tally.failed)):
-        for module, workdir, command in rows:
-            terminalreporter.line(f"{title}: {module} in {workdir}")
-            terminalreporter.line(f"  destroy: {command}")
-    for leak in tally.leaked:
-        terminalreporter.line(f"leaked: {leak}")
-    if left:
-        terminalreporter.line(
-            f"{len(left)} deployment(s) of this run are in the ledger "
-            f"({run.ledger.directory}): `pytest --iac-cleanup` destroys them "
-            "(`--iac-cleanup-dry-run` lists them)"
-        )
+    left = sum(1 for e in run.ledger.entries() if e.record.run_id == run.run_id)
+    summary = tally.summary(left, run.ledger.directory)
+    if summary is not None:
+        terminalreporter.section(summary.title, red=summary.trouble, yellow=summary.warning)
+        for line in summary.lines:
+            terminalreporter.line(line)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
