@@ -230,9 +230,8 @@ def test_slow(iac_deploy):
     assert_clean(iac_home)
 
 
-def test_sigint_during_the_test(project: Path, iac_home: Path) -> None:
-    (project / "test_x.py").write_text(
-        """
+# A test that deploys, says it is running, then takes its time: to be interrupted.
+SLOW_TEST = """
 import pathlib, time
 
 def test_slow(iac_deploy):
@@ -240,7 +239,10 @@ def test_slow(iac_deploy):
     pathlib.Path("testing").touch()
     time.sleep(30)
 """
-    )
+
+
+def test_sigint_during_the_test(project: Path, iac_home: Path) -> None:
+    (project / "test_x.py").write_text(SLOW_TEST)
     process = start(project)
     wait_for(lambda: (project / "testing").exists(), "the test to run")
     process.send_signal(signal.SIGINT)
@@ -276,16 +278,7 @@ def test_second_interrupt_aborts_the_destroy_and_cleanup_finishes_it(
     pytester: pytest.Pytester, project: Path, iac_home: Path
 ) -> None:
     (project / "slow-destroy").touch()
-    (project / "test_x.py").write_text(
-        """
-import pathlib, time
-
-def test_slow(iac_deploy):
-    iac_deploy("mod")
-    pathlib.Path("testing").touch()
-    time.sleep(30)
-"""
-    )
+    (project / "test_x.py").write_text(SLOW_TEST)
     process = start(project)
     wait_for(lambda: (project / "testing").exists(), "the test to run")
     process.send_signal(signal.SIGINT)  # stop the run: the teardown destroys
