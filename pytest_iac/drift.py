@@ -19,23 +19,21 @@ directory is copied (with the local modules it calls) into a working directory, 
 removed afterwards: the plan file holds a copy of the state, and TF_DATA_DIR the backend
 configuration. Nothing is ever applied, no state is ever written, no lock is ever taken.
 
-`InitCache` keeps what `init` made (TF_DATA_DIR: the backend's initialised settings, modules
-and provider links; and the lock file) for a re-run, keyed on everything that affects init;
-`DriftRun` plans many directories at once in a pool of threads that wait on terraform.
+`InitCache` (`pytest_iac.init_cache`) keeps what `init` made, keyed on what init reads, so
+directories that init alike share one init and a re-run reuses it; `DriftRun` plans many
+directories at once in a pool of threads that wait on terraform.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import hashlib
 import itertools
 import json
 import logging
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -46,6 +44,7 @@ from typing import Any, Literal
 
 from pytest_iac.engine import Terraform
 from pytest_iac.errors import IacError, TerraformError
+from pytest_iac.init_cache import InitCache, engine_identity
 from pytest_iac.plan import Change, OutputChange, Plan
 from pytest_iac.redact import redact
 from pytest_iac.sandbox import copy_module
@@ -493,14 +492,20 @@ def _plan(
         )
 
     init = ["init", *_backend_args(module_dir, workdir, backend_config)]
-    key = init_cache.key(terraform, live_dir, workdir, init, run_env) if init_cache else None
-    if init_cache is not None and key is not None and init_cache.restore(key, workdir, module_dir):
-        if not quiet:
-            log.info("[drift %s] init reused from %s", name, init_cache.directory / key)
-    else:
+    if init_cache is None:
         run(init)
-        if init_cache is not None and key is not None:
-            init_cache.store(key, workdir, module_dir)
+    else:
+        key = init_cache.key(terraform, live_dir, workdir, init, run_env)
+        reused = init_cache.restore(key, workdir, module_dir)
+        if not reused:
+            with init_cache.claim(key):
+                # Another check may have run the same init while this one waited.
+                reused = init_cache.restore(key, workdir, module_dir)
+                if not reused:
+                    run(init)
+                    init_cache.store(key, workdir, module_dir)
+        if reused and not quiet:
+            log.info("[drift %s] init reused from %s", name, init_cache.directory / key)
     # A local backend's default state sits beside the code and is not copied along with it.
     # Copied after init: the cache never holds a copy of a state.
     state = live_dir / _DEFAULT_STATE
@@ -650,191 +655,6 @@ def parse_backend_config(values: Sequence[str], base: Path, origin: str) -> list
             )
         items.append(path.resolve())
     return items
-
-
-# Reusing init
-
-
-INIT_CACHE_MAX_AGE = 24 * 3600.0  # seconds: then init runs again (new module/provider releases)
-_CACHE_FORMAT = 1  # part of every key: a new layout of entries never meets an old one
-_LOCK_FILE = ".terraform.lock.hcl"
-_TFDATA = "tfdata"
-# Set per run by pytest-iac, or by Terraform itself: not inputs of init.
-_NOT_INIT_INPUTS = {"TF_DATA_DIR", "TF_CLI_CONFIG_FILE", "TF_IN_AUTOMATION", "TF_INPUT"}
-
-
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def engine_identity(terraform: Terraform) -> str:
-    """What identifies an engine's build: how it runs, its file's size and mtime, its version."""
-    engine = terraform.engine
-    try:
-        stat = engine.path.stat()
-        build = f"{stat.st_size}:{stat.st_mtime_ns}"
-    except OSError:
-        build = "?"
-    identity = [engine.name, list(engine.argv), str(engine.path), engine.embedded, build]
-    return json.dumps([*identity, terraform.version])
-
-
-def _dangling_links(directory: Path) -> bool:
-    """Does a link under `directory` point nowhere (a provider removed from the plugin cache)?"""
-    for current, dirs, files in os.walk(directory):
-        for name in (*dirs, *files):
-            path = Path(current, name)
-            if path.is_symlink() and not path.exists():
-                return True
-    return False
-
-
-class InitCache:
-    """What `init` made for a live directory, reused while nothing that affects init changed.
-
-    An entry holds TF_DATA_DIR after init (the backend's initialised settings, which may hold
-    backend credentials: the file is 0600 in a 0700 directory; downloaded modules; provider
-    links into the plugin cache) and the lock file init left. It never holds a plan, a
-    variables file, a state or a copy of one: those are written after the entry is taken.
-
-    The key is a hash of everything that can change what init does: the engine (path, build,
-    version), the CLI configuration (mirrors, plugin cache), the live directory's path, the
-    content of every file copied with it (its `.tf` files, lock file, `*.tfbackend` files, and
-    those of the local modules it calls), the init arguments and the content of every
-    backend configuration file they name (the run's settings included), and the `TF_*`
-    environment variables. Any change is a new key, so an entry is never stale; entries
-    older than `max_age` are not used (a version constraint may match a newer release), nor
-    are entries whose provider links point nowhere (the plugin cache was cleared).
-
-    Entries are written to a temporary directory and renamed into place, and are only read
-    afterwards: each check copies its entry into a working directory of its own, so
-    concurrent runs and xdist workers never write to an entry another one reads.
-    """
-
-    def __init__(
-        self, directory: Path, engine: str, *, max_age: float = INIT_CACHE_MAX_AGE
-    ) -> None:
-        self.directory = directory
-        self.engine = engine
-        self.max_age = max_age
-
-    def key(
-        self,
-        terraform: Terraform,
-        live_dir: Path,
-        workdir: Path,
-        init_args: Sequence[str],
-        env: Mapping[str, str],
-    ) -> str:
-        digest = hashlib.sha256()
-        source = workdir / "src"
-        files = sorted(p for p in source.rglob("*") if p.is_file() or p.is_symlink())
-        config_files = []
-        args = []
-        for arg in init_args:
-            if arg.startswith("-backend-config="):
-                value = Path(arg.partition("=")[2])
-                if value.is_file():
-                    config_files.append(_file_digest(value))
-                    value_text = str(value).replace(str(workdir), "<workdir>")
-                    arg = f"-backend-config={value_text}"
-            args.append(arg)
-        environment = terraform.environment(env)
-        inputs = {
-            "format": _CACHE_FORMAT,
-            "engine": self.engine,
-            "cli_config": terraform.cli_config.read_text(encoding="utf-8"),
-            "live_dir": str(live_dir),
-            "args": args,
-            "backend_config_files": config_files,
-            "env": {
-                k: v
-                for k, v in sorted(environment.items())
-                if k.startswith("TF_") and k not in _NOT_INIT_INPUTS
-            },
-            "files": [
-                [p.relative_to(source).as_posix(), _file_digest(p) if p.is_file() else "link"]
-                for p in files
-            ],
-        }
-        digest.update(json.dumps(inputs, sort_keys=True).encode())
-        return digest.hexdigest()[:32]
-
-    def _fresh(self, entry: Path) -> bool:
-        try:
-            return time.time() - entry.stat().st_mtime < self.max_age
-        except OSError:
-            return False
-
-    def restore(self, key: str, workdir: Path, module_dir: Path) -> bool:
-        """Put entry `key` into `workdir`, as init would have left it; False on a miss."""
-        entry = self.directory / key
-        if not self._fresh(entry) or _dangling_links(entry):
-            return False
-        try:
-            if (entry / _TFDATA).is_dir():
-                shutil.copytree(entry / _TFDATA, workdir / _TFDATA, symlinks=True)
-            lock = entry / _LOCK_FILE
-            if lock.is_file():
-                shutil.copy2(lock, module_dir / _LOCK_FILE)
-            else:
-                (module_dir / _LOCK_FILE).unlink(missing_ok=True)
-        except OSError:
-            # Replaced under us by a concurrent run: init as if there were no entry.
-            shutil.rmtree(workdir / _TFDATA, ignore_errors=True)
-            return False
-        return True
-
-    def store(self, key: str, workdir: Path, module_dir: Path) -> None:
-        """Keep what init left in `workdir` as entry `key` (best effort: errors are logged)."""
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            staging = Path(tempfile.mkdtemp(prefix=".new-", dir=self.directory))  # 0700
-        except OSError as error:
-            log.warning("drift: could not write the init cache in %s: %s", self.directory, error)
-            return
-        try:
-            if (workdir / _TFDATA).is_dir():
-                shutil.copytree(workdir / _TFDATA, staging / _TFDATA, symlinks=True)
-                for path in (staging / _TFDATA).rglob("*"):
-                    # The backend's initialised settings hold what -backend-config gave.
-                    if path.is_file() and not path.is_symlink():
-                        path.chmod(0o600)
-            if (module_dir / _LOCK_FILE).is_file():
-                shutil.copy2(module_dir / _LOCK_FILE, staging / _LOCK_FILE)
-            self._publish(staging, self.directory / key)
-        except OSError as error:
-            log.warning("drift: could not write the init cache in %s: %s", self.directory, error)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        self.prune()
-
-    def _publish(self, staging: Path, entry: Path) -> None:
-        try:
-            staging.rename(entry)
-            return
-        except OSError:
-            if self._fresh(entry):
-                return  # a concurrent run stored the same key first: keep that one
-        retired = entry.with_name(f".old-{entry.name}-{os.getpid()}-{threading.get_ident()}")
-        entry.rename(retired)
-        staging.rename(entry)
-        shutil.rmtree(retired, ignore_errors=True)
-
-    def prune(self) -> None:
-        """Remove entries too old to be used, and what interrupted runs left half-written."""
-        try:
-            children = list(self.directory.iterdir())
-        except OSError:
-            return
-        for child in children:
-            try:
-                age = time.time() - child.stat().st_mtime
-            except OSError:
-                continue
-            temporary = child.name.startswith((".new-", ".old-"))
-            if age > (3600.0 if temporary else self.max_age):
-                shutil.rmtree(child, ignore_errors=True)
 
 
 # Many directories at once

@@ -23,8 +23,9 @@ import boto3
 import git
 import pytest
 
-from pytest_iac.drift import InitCache, find_live_roots
+from pytest_iac.drift import find_live_roots
 from pytest_iac.engine import cli_config
+from pytest_iac.init_cache import InitCache
 from tests.conftest import EXAMPLES, free_port, leftovers
 
 BUCKET = "drift-live-state"
@@ -653,12 +654,13 @@ def first(lines: list[str], *parts: str) -> int:
 def test_pool_plans_directories_at_once_and_keeps_errors_per_item(
     pytester: pytest.Pytester, iac_home: Path
 ) -> None:
-    for name in ("a", "b"):
-        apply_live(pytester, name, LOCAL_LIVE % name)
+    apply_live(pytester, "a", LOCAL_LIVE % "a")
+    # Other required_versions: init reads them, so each directory runs an init of its own.
+    apply_live(pytester, "b", (LOCAL_LIVE % "b").replace("{}", '{}\n  required_version = ">= 1.0"'))
     broken = pytester.path / "live" / "c"  # init works, the plan cannot be made
     broken.mkdir()
     (broken / "main.tf").write_text(
-        'terraform {\n  backend "local" {}\n}\n\n'
+        'terraform {\n  backend "local" {}\n  required_version = ">= 0.15"\n}\n\n'
         'resource "terraform_data" "x" {\n  input = var.missing\n}\n'
     )
     result = pytester.runpytest_subprocess(
@@ -675,8 +677,8 @@ def test_pool_plans_directories_at_once_and_keeps_errors_per_item(
             "could not check live/c for drift:",
             "terraform plan failed for module */live/c",
             "Error: Reference to undeclared input variable",
-            "  on main.tf line 6:",
-            "  6:   input = var.missing",
+            "  on main.tf line 7:",
+            "  7:   input = var.missing",
             'An input variable with the name "missing" has not been declared.*',
         ]
     )
@@ -697,6 +699,39 @@ def test_pool_plans_directories_at_once_and_keeps_errors_per_item(
 
 def cache_entries(iac_home: Path) -> list[Path]:
     return sorted(p for p in iac_home.glob("projects/*/drift-init/*") if p.is_dir())
+
+
+def test_directories_that_init_alike_share_one_init(
+    pytester: pytest.Pytester, iac_home: Path
+) -> None:
+    """a and b differ only where init does not read (resources): one init serves both; c
+    requires another Terraform version, which init checks: it gets an init of its own."""
+    apply_live(pytester, "a", LOCAL_LIVE % "a")
+    b = apply_live(pytester, "b", LOCAL_LIVE % "b")
+    (b / "main.tf").write_text((LOCAL_LIVE % "b").replace("count = 20", "count = 21"))
+    c_config = (LOCAL_LIVE % "c").replace("{}", '{}\n  required_version = ">= 1.0"')
+    apply_live(pytester, "c", c_config)
+    states = {d: tree_snapshot(pytester.path / "live" / d) for d in "abc"}
+
+    def run() -> pytest.RunResult:
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "-m", "drift", "live")
+
+    def inits(result: pytest.RunResult) -> list[str]:
+        return [line.split("]")[0] for line in live_log(result) if "$ terraform init" in line]
+
+    first_run = run()
+    # b's plan is b's own, though its init was a's (or a's was b's).
+    first_run.assert_outcomes(passed=2, failed=1)
+    first_run.stdout.fnmatch_lines(["drift  live/b  (configuration 1, state 0, outputs 0)"])
+    assert len(inits(first_run)) == 2, "\n".join(live_log(first_run))
+    assert "[drift live/c" in inits(first_run)
+    assert len(cache_entries(iac_home)) == 2
+
+    rerun = run()
+    rerun.assert_outcomes(passed=2, failed=1)
+    assert inits(rerun) == []
+    assert {d: tree_snapshot(pytester.path / "live" / d) for d in "abc"} == states
+    assert leftovers(iac_home) == []
 
 
 def test_init_is_reused_until_the_lock_file_changes(

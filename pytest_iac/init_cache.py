@@ -1,0 +1,302 @@
+"""Reusing what `terraform init` made, across the live directories of a run and across runs.
+
+`init` reads little of a live directory: the `terraform` block (backend, required providers
+and version), the sources and versions of the modules it calls, which providers its
+resources and provider blocks imply, the lock file and the backend settings. Directories
+that agree on all of that get the same result from init. `InitCache` keys what init made on
+exactly those inputs (read with `pytest_iac.hcl`), so one init serves every such directory
+in a run (a hundred directories with local state and the same backend block need one
+init, not a hundred), and a re-run reuses the entries while nothing that init reads
+changed. Whatever the reader cannot tell apart (a file it cannot parse, `.tf.json`, test or
+query files, a backend or module source that refers to variables) falls back to a key of
+every file byte and the directory's own path, as if nothing were shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_iac import hcl
+from pytest_iac.engine import Terraform
+
+log = logging.getLogger("pytest_iac")
+
+INIT_CACHE_MAX_AGE = 24 * 3600.0  # seconds: then init runs again (new module/provider releases)
+_CACHE_FORMAT = 2  # part of every key: a new layout of entries never meets an old one
+_LOCK_FILE = ".terraform.lock.hcl"
+_TFDATA = "tfdata"
+# Set per run by pytest-iac, or by Terraform itself: not inputs of init.
+_NOT_INIT_INPUTS = {"TF_DATA_DIR", "TF_CLI_CONFIG_FILE", "TF_IN_AUTOMATION", "TF_INPUT"}
+# Files init may read that this module does not: JSON configuration, OpenTofu's own files,
+# test, mock and query files (init installs what they call), stacks.
+_OPAQUE_SUFFIXES = (".tf.json", ".tofu", ".tofu.json", ".hcl")
+# Blocks init never reads: what they say matters to plan, not to what init installs.
+_PLAN_ONLY_BLOCKS = {"variable", "output", "locals"}
+_RESOURCE_BLOCKS = {"resource", "data", "ephemeral"}
+_PROVIDER_FUNCTION = re.compile(r"\bprovider::([A-Za-z0-9_-]+)::")
+# OpenTofu evaluates variables and locals in backend blocks and module sources at init.
+_EARLY_REFERENCE = re.compile(r"\b(?:var|local)\.")
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def engine_identity(terraform: Terraform) -> str:
+    """What identifies an engine's build: how it runs, its file's size and mtime, its version."""
+    engine = terraform.engine
+    try:
+        stat = engine.path.stat()
+        build = f"{stat.st_size}:{stat.st_mtime_ns}"
+    except OSError:
+        build = "?"
+    identity = [engine.name, list(engine.argv), str(engine.path), engine.embedded, build]
+    return json.dumps([*identity, terraform.version])
+
+
+def _dangling_links(directory: Path) -> bool:
+    """Does a link under `directory` point nowhere (a provider removed from the plugin cache)?"""
+    for current, dirs, files in os.walk(directory):
+        for name in (*dirs, *files):
+            path = Path(current, name)
+            if path.is_symlink() and not path.exists():
+                return True
+    return False
+
+
+class InitCache:
+    """What `init` made for a live directory, reused while nothing that affects init changed.
+
+    An entry holds TF_DATA_DIR after init (the backend's initialised settings, which may hold
+    backend credentials: the file is 0600 in a 0700 directory; downloaded modules; provider
+    links into the plugin cache) and the lock file init left. It never holds a plan, a
+    variables file, a state or a copy of one: those are written after the entry is taken.
+
+    The key is a hash of everything that can change what init does: the engine (path, build,
+    version), the CLI configuration (mirrors, plugin cache), the live directory's path, the
+    content of every file copied with it (its `.tf` files, lock file, `*.tfbackend` files, and
+    those of the local modules it calls), the init arguments and the content of every
+    backend configuration file they name (the run's settings included), and the `TF_*`
+    environment variables. Any change is a new key, so an entry is never stale; entries
+    older than `max_age` are not used (a version constraint may match a newer release), nor
+    are entries whose provider links point nowhere (the plugin cache was cleared).
+
+    Entries are written to a temporary directory and renamed into place, and are only read
+    afterwards: each check copies its entry into a working directory of its own, so
+    concurrent runs and xdist workers never write to an entry another one reads.
+    """
+
+    def __init__(
+        self, directory: Path, engine: str, *, max_age: float = INIT_CACHE_MAX_AGE
+    ) -> None:
+        self.directory = directory
+        self.engine = engine
+        self.max_age = max_age
+        self._claims: dict[str, threading.Lock] = {}
+        self._claims_lock = threading.Lock()
+
+    def key(
+        self,
+        terraform: Terraform,
+        live_dir: Path,
+        workdir: Path,
+        init_args: Sequence[str],
+        env: Mapping[str, str],
+    ) -> str:
+        """The entry for this init: `workdir/src` holds the copy init runs in."""
+        source = workdir / "src"
+        config_files = []
+        args = []
+        for arg in init_args:
+            if arg.startswith("-backend-config="):
+                value = Path(arg.partition("=")[2])
+                if value.is_file():
+                    config_files.append(_file_digest(value))
+                    value_text = str(value).replace(str(workdir), "<workdir>")
+                    arg = f"-backend-config={value_text}"
+            args.append(arg)
+        environment = terraform.environment(env)
+        inputs: dict[str, Any] = {
+            "format": _CACHE_FORMAT,
+            "engine": self.engine,
+            "cli_config": terraform.cli_config.read_text(encoding="utf-8"),
+            "args": args,
+            "backend_config_files": config_files,
+            "data_dir": env.get("TF_DATA_DIR"),
+            "env": {
+                k: v
+                for k, v in sorted(environment.items())
+                if k.startswith("TF_") and k not in _NOT_INIT_INPUTS
+            },
+        }
+        read = init_inputs(source)
+        if read is not None:
+            inputs["read"] = read
+        else:
+            inputs["live_dir"] = str(live_dir)
+            inputs["files"] = [
+                [p.relative_to(source).as_posix(), _file_digest(p) if p.is_file() else "link"]
+                for p in sorted(source.rglob("*"))
+                if p.is_file() or p.is_symlink()
+            ]
+        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode())
+        return digest.hexdigest()[:32]
+
+    @contextlib.contextmanager
+    def claim(self, key: str) -> Iterator[None]:
+        """Held while a check runs init for `key`: the others with that key wait, then reuse
+        its entry instead of running the same init at the same time."""
+        with self._claims_lock:
+            claim = self._claims.setdefault(key, threading.Lock())
+        with claim:
+            yield
+
+    def _fresh(self, entry: Path) -> bool:
+        try:
+            return time.time() - entry.stat().st_mtime < self.max_age
+        except OSError:
+            return False
+
+    def restore(self, key: str, workdir: Path, module_dir: Path) -> bool:
+        """Put entry `key` into `workdir`, as init would have left it; False on a miss."""
+        entry = self.directory / key
+        if not self._fresh(entry) or _dangling_links(entry):
+            return False
+        try:
+            if (entry / _TFDATA).is_dir():
+                shutil.copytree(entry / _TFDATA, workdir / _TFDATA, symlinks=True)
+            lock = entry / _LOCK_FILE
+            if lock.is_file():
+                shutil.copy2(lock, module_dir / _LOCK_FILE)
+            else:
+                (module_dir / _LOCK_FILE).unlink(missing_ok=True)
+        except OSError:
+            # Replaced under us by a concurrent run: init as if there were no entry.
+            shutil.rmtree(workdir / _TFDATA, ignore_errors=True)
+            return False
+        return True
+
+    def store(self, key: str, workdir: Path, module_dir: Path) -> None:
+        """Keep what init left in `workdir` as entry `key` (best effort: errors are logged)."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            staging = Path(tempfile.mkdtemp(prefix=".new-", dir=self.directory))  # 0700
+        except OSError as error:
+            log.warning("drift: could not write the init cache in %s: %s", self.directory, error)
+            return
+        try:
+            if (workdir / _TFDATA).is_dir():
+                shutil.copytree(workdir / _TFDATA, staging / _TFDATA, symlinks=True)
+                for path in (staging / _TFDATA).rglob("*"):
+                    # The backend's initialised settings hold what -backend-config gave.
+                    if path.is_file() and not path.is_symlink():
+                        path.chmod(0o600)
+            if (module_dir / _LOCK_FILE).is_file():
+                shutil.copy2(module_dir / _LOCK_FILE, staging / _LOCK_FILE)
+            self._publish(staging, self.directory / key)
+        except OSError as error:
+            log.warning("drift: could not write the init cache in %s: %s", self.directory, error)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.prune()
+
+    def _publish(self, staging: Path, entry: Path) -> None:
+        try:
+            staging.rename(entry)
+            return
+        except OSError:
+            if self._fresh(entry):
+                return  # a concurrent run stored the same key first: keep that one
+        retired = entry.with_name(f".old-{entry.name}-{os.getpid()}-{threading.get_ident()}")
+        entry.rename(retired)
+        staging.rename(entry)
+        shutil.rmtree(retired, ignore_errors=True)
+
+    def prune(self) -> None:
+        """Remove entries too old to be used, and what interrupted runs left half-written."""
+        try:
+            children = list(self.directory.iterdir())
+        except OSError:
+            return
+        for child in children:
+            try:
+                age = time.time() - child.stat().st_mtime
+            except OSError:
+                continue
+            temporary = child.name.startswith((".new-", ".old-"))
+            if age > (3600.0 if temporary else self.max_age):
+                shutil.rmtree(child, ignore_errors=True)
+
+
+def init_inputs(source: Path) -> list[Any] | None:
+    """What `init` reads from the module tree at `source`; None when that cannot be told.
+
+    Paths are relative to `source` (where the live directory and the local modules it
+    calls were copied), so two trees laid out alike and read alike give equal lists.
+    """
+    found: list[Any] = []
+    for path in sorted(source.rglob("*")):
+        name = path.name
+        if path.is_dir():
+            continue
+        if name.endswith(_OPAQUE_SUFFIXES) and name != _LOCK_FILE:
+            return None
+        relative = path.relative_to(source).as_posix()
+        if name.endswith(".tf"):
+            read = _read_by_init(path.read_text(encoding="utf-8", errors="replace"))
+            if read is None:
+                return None
+            found.append([relative, read])
+        elif name == _LOCK_FILE or name.endswith(".tfbackend"):
+            found.append([relative, _file_digest(path)])
+    return found
+
+
+def _read_by_init(text: str) -> list[str] | None:
+    """The parts of a `.tf` file that decide what init does; None if it cannot be read."""
+    read: list[Any] = [sorted(set(_PROVIDER_FUNCTION.findall(text)))]
+    try:
+        for block in hcl.blocks(text):
+            if block.kind in _PLAN_ONLY_BLOCKS:
+                continue
+            if block.kind == "terraform":
+                early = [block.body]
+                read.append(["terraform", block.body])
+            elif block.kind == "module":
+                attributes = _attributes(block.body)
+                early = [attributes.get("source", ""), attributes.get("version", "")]
+                read.append(["module", block.labels, *early, attributes.get("providers")])
+            elif block.kind == "provider":
+                early = []
+                read.append(["provider", block.labels])
+            elif block.kind in _RESOURCE_BLOCKS and block.labels:
+                # The provider a resource type implies is the type's first word (aws_s3_bucket).
+                early = []
+                implied = block.labels[0].split("_")[0]
+                provider = _attributes(block.body).get("provider")
+                read.append([block.kind, implied, provider])
+            else:  # check, import, removed, moved, and blocks of later versions: all of it
+                early = []
+                read.append([block.kind, block.labels, block.body])
+            if any(_EARLY_REFERENCE.search(text) for text in early):
+                return None
+    except hcl.HclError:
+        return None
+    # How many resources imply a provider, and in which order, does not matter to init.
+    return sorted({json.dumps(entry) for entry in read})
+
+
+def _attributes(body: str) -> dict[str, str]:
+    return {i.name: i.expression for i in hcl.items(body) if isinstance(i, hcl.Attribute)}
