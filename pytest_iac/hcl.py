@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_IDENTIFIER = re.compile(r"[^\W\d][\w-]*")  # Unicode letters too, as HCL allows
 _HEREDOC = re.compile(r"<<(-?)([A-Za-z_][A-Za-z0-9_-]*)[ \t]*\r?\n")
 _CLOSING = {"(": ")", "[": "]", "{": "}"}
 
@@ -59,6 +59,7 @@ def items(body: str) -> Iterator[Block | Attribute]:
             i = _skip_blank(body, end)
             continue
         labels: list[str] = []
+        i = _skip_inline(body, i)
         while not body.startswith("{", i):
             if body.startswith('"', i):
                 end = _skip_string(body, i)
@@ -68,7 +69,7 @@ def items(body: str) -> Iterator[Block | Attribute]:
                 labels.append(label.group())
             else:
                 raise HclError(f"unexpected {body[i : i + 20]!r} in the header of {name.group()}")
-            i = _skip_spaces(body, end)
+            i = _skip_inline(body, end)
         end = _scan(body, i + 1, "}")
         yield Block(name.group(), tuple(labels), body[i + 1 : end])
         i = _skip_blank(body, end + 1)
@@ -77,6 +78,14 @@ def items(body: str) -> Iterator[Block | Attribute]:
 def _skip_spaces(text: str, i: int) -> int:
     while i < len(text) and text[i] in " \t":
         i += 1
+    return i
+
+
+def _skip_inline(text: str, i: int) -> int:
+    """Past spaces and one-line `/* */` comments: what may sit between a block's labels."""
+    i = _skip_spaces(text, i)
+    while text.startswith("/*", i) and "\n" not in text[i : _comment_end(text, i)]:
+        i = _skip_spaces(text, _comment_end(text, i))
     return i
 
 

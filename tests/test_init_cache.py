@@ -33,6 +33,11 @@ resource "aws_s3_bucket" "b" {
   lifecycle { ignore_changes = [tags] }
 }
 locals { literal = "$${not an interpolation" }
+locals {
+  résumé = 1
+}
+provider /* a comment in a header */ "aws" /* and another */ {
+}
 module "m" {
   source  = "../x"
   version = "1.0"
@@ -46,9 +51,11 @@ def test_blocks_and_items_skip_strings_heredocs_and_comments() -> None:
         ("terraform", ()),
         ("resource", ("aws_s3_bucket", "b")),
         ("locals", ()),
+        ("locals", ()),
+        ("provider", ("aws",)),
         ("module", ("m",)),
     ]
-    terraform, resource, _, module = found
+    terraform, resource, *_, module = found
     assert [(i.kind, i.labels) for i in hcl.items(terraform.body) if isinstance(i, hcl.Block)] == [
         ("backend", ("s3",)),
         ("required_providers", ()),
