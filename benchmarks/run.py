@@ -156,6 +156,9 @@ def run_rounds(
         for variant in variants[shift:] + variants[:shift]:
             tree = work / "trees" / f"{variant.key}-{number}"
             variant.layout(tree)
+            for cache in (work / "iac-home").glob("projects/*/init-cache"):
+                # Every run a first run, as on a fresh CI machine: no init kept from the last.
+                shutil.rmtree(cache)
             seconds, output = timed(
                 variant.argv, tree, {**env, **variant.env}, work / f"{variant.key}.log"
             )

@@ -478,7 +478,8 @@ def _plan(
 ) -> tuple[Plan, Status]:
     module_dir = copy_module(live_dir, workdir / "src")
     # Relative, so that what init records (module paths) holds in any copy of the layout.
-    run_env = {"TF_DATA_DIR": os.path.relpath(workdir / "tfdata", module_dir), **(env or {})}
+    data_dir = workdir / "tfdata"
+    run_env = {"TF_DATA_DIR": os.path.relpath(data_dir, module_dir), **(env or {})}
 
     def run(args: list[str], ok: frozenset[int] = frozenset({0})) -> Any:
         return terraform.run(
@@ -495,15 +496,8 @@ def _plan(
     if init_cache is None:
         run(init)
     else:
-        key = init_cache.key(terraform, live_dir, workdir, init, run_env)
-        reused = init_cache.restore(key, workdir, module_dir)
-        if not reused:
-            with init_cache.claim(key):
-                # Another check may have run the same init while this one waited.
-                reused = init_cache.restore(key, workdir, module_dir)
-                if not reused:
-                    run(init)
-                    init_cache.store(key, workdir, module_dir)
+        key = init_cache.key(terraform, live_dir, workdir, module_dir, init, run_env)
+        reused = init_cache.init(key, data_dir, module_dir, lambda: run(init))
         if reused and not quiet:
             log.info("[drift %s] init reused from %s", name, init_cache.directory / key)
     # A local backend's default state sits beside the code and is not copied along with it.

@@ -39,7 +39,6 @@ from pytest_iac.drift import (
 from pytest_iac.errors import IacError
 from pytest_iac.fixtures import RUN_KEY
 from pytest_iac.plan import Plan
-from pytest_iac.run import project_dir
 
 _STATE_KEY = pytest.StashKey["_DriftState"]()
 _RESULT_KEY = pytest.StashKey[DriftResult]()
@@ -324,7 +323,7 @@ def _drift_run(config: pytest.Config) -> DriftRun:
             run.workdir / "drift",
             config.rootpath,
             state.backend_config,
-            cache_dir=project_dir(config.rootpath) / "drift-init",
+            cache_dir=run.init_cache_dir,
             workers=state.workers,
             # Output of many directories at once would land in whichever item's captured
             # log is open: shown only when it is shown live (-s, log_cli).

@@ -14,7 +14,6 @@ every file byte and the directory's own path, as if nothing were shared.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -24,7 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +111,12 @@ class InitCache:
         terraform: Terraform,
         live_dir: Path,
         workdir: Path,
+        module_dir: Path,
         init_args: Sequence[str],
         env: Mapping[str, str],
     ) -> str:
-        """The entry for this init: `workdir/src` holds the copy init runs in."""
+        """The entry for an init of `live_dir`'s copy, `module_dir`, under `workdir/src`
+        (with the local modules it calls)."""
         source = workdir / "src"
         config_files = []
         args = []
@@ -141,7 +142,7 @@ class InitCache:
                 if k.startswith("TF_") and k not in _NOT_INIT_INPUTS
             },
         }
-        read = init_inputs(source)
+        read = init_inputs(source, module_dir)
         if read is not None:
             inputs["read"] = read
         else:
@@ -154,29 +155,38 @@ class InitCache:
         digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode())
         return digest.hexdigest()[:32]
 
-    @contextlib.contextmanager
-    def claim(self, key: str) -> Iterator[None]:
-        """Held while a check runs init for `key`: the others with that key wait, then reuse
-        its entry instead of running the same init at the same time."""
-        with self._claims_lock:
-            claim = self._claims.setdefault(key, threading.Lock())
-        with claim:
-            yield
-
     def _fresh(self, entry: Path) -> bool:
         try:
             return time.time() - entry.stat().st_mtime < self.max_age
         except OSError:
             return False
 
-    def restore(self, key: str, workdir: Path, module_dir: Path) -> bool:
-        """Put entry `key` into `workdir`, as init would have left it; False on a miss."""
+    def init(self, key: str, data_dir: Path, module_dir: Path, run_init: Callable[[], Any]) -> bool:
+        """Put what init made for `key` in place, calling `run_init` (and keeping what it
+        made) only when no entry has it; True when an entry was reused.
+
+        `data_dir` is the TF_DATA_DIR and `module_dir` the directory init runs in. Callers
+        with the same key wait for the one running init, then reuse its entry.
+        """
+        if self.restore(key, data_dir, module_dir):
+            return True
+        with self._claims_lock:
+            claim = self._claims.setdefault(key, threading.Lock())
+        with claim:
+            if self.restore(key, data_dir, module_dir):  # made while this one waited
+                return True
+            run_init()
+            self.store(key, data_dir, module_dir)
+            return False
+
+    def restore(self, key: str, data_dir: Path, module_dir: Path) -> bool:
+        """Put entry `key` in place, as init would have left it; False on a miss."""
         entry = self.directory / key
         if not self._fresh(entry) or _dangling_links(entry):
             return False
         try:
             if (entry / _TFDATA).is_dir():
-                shutil.copytree(entry / _TFDATA, workdir / _TFDATA, symlinks=True)
+                shutil.copytree(entry / _TFDATA, data_dir, symlinks=True)
             lock = entry / _LOCK_FILE
             if lock.is_file():
                 shutil.copy2(lock, module_dir / _LOCK_FILE)
@@ -184,21 +194,21 @@ class InitCache:
                 (module_dir / _LOCK_FILE).unlink(missing_ok=True)
         except OSError:
             # Replaced under us by a concurrent run: init as if there were no entry.
-            shutil.rmtree(workdir / _TFDATA, ignore_errors=True)
+            shutil.rmtree(data_dir, ignore_errors=True)
             return False
         return True
 
-    def store(self, key: str, workdir: Path, module_dir: Path) -> None:
-        """Keep what init left in `workdir` as entry `key` (best effort: errors are logged)."""
+    def store(self, key: str, data_dir: Path, module_dir: Path) -> None:
+        """Keep what init left as entry `key` (best effort: errors are logged)."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             staging = Path(tempfile.mkdtemp(prefix=".new-", dir=self.directory))  # 0700
         except OSError as error:
-            log.warning("drift: could not write the init cache in %s: %s", self.directory, error)
+            log.warning("could not write the init cache in %s: %s", self.directory, error)
             return
         try:
-            if (workdir / _TFDATA).is_dir():
-                shutil.copytree(workdir / _TFDATA, staging / _TFDATA, symlinks=True)
+            if data_dir.is_dir():
+                shutil.copytree(data_dir, staging / _TFDATA, symlinks=True)
                 for path in (staging / _TFDATA).rglob("*"):
                     # The backend's initialised settings hold what -backend-config gave.
                     if path.is_file() and not path.is_symlink():
@@ -207,7 +217,7 @@ class InitCache:
                 shutil.copy2(module_dir / _LOCK_FILE, staging / _LOCK_FILE)
             self._publish(staging, self.directory / key)
         except OSError as error:
-            log.warning("drift: could not write the init cache in %s: %s", self.directory, error)
+            log.warning("could not write the init cache in %s: %s", self.directory, error)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         self.prune()
@@ -240,33 +250,40 @@ class InitCache:
                 shutil.rmtree(child, ignore_errors=True)
 
 
-def init_inputs(source: Path) -> list[Any] | None:
-    """What `init` reads from the module tree at `source`; None when that cannot be told.
+def init_inputs(source: Path, module_dir: Path | None = None) -> list[Any] | None:
+    """What `init` reads from the module tree at `source`, run in `module_dir` (default:
+    `source`); None when that cannot be told.
 
-    Paths are relative to `source` (where the live directory and the local modules it
-    calls were copied), so two trees laid out alike and read alike give equal lists.
+    Paths are relative to `module_dir`, where init runs (`../network` for a local module
+    beside it), so trees laid out alike and read alike give equal lists whatever their
+    directories are called. Within a directory, which `.tf` file says what does not matter
+    to init, except for override files, which are kept apart by name.
     """
-    found: list[Any] = []
+    module_dir = module_dir or source
+    read_in: dict[str, set[str]] = {}
+    files: list[Any] = []
     for path in sorted(source.rglob("*")):
         name = path.name
         if path.is_dir():
             continue
         if name.endswith(_OPAQUE_SUFFIXES) and name != _LOCK_FILE:
             return None
-        relative = path.relative_to(source).as_posix()
+        relative = Path(os.path.relpath(path, module_dir))
         if name.endswith(".tf"):
             read = _read_by_init(path.read_text(encoding="utf-8", errors="replace"))
             if read is None:
                 return None
-            found.append([relative, read])
+            override = name == "override.tf" or name.endswith("_override.tf")
+            where = relative.as_posix() if override else relative.parent.as_posix()
+            read_in.setdefault(where, set()).update(read)
         elif name == _LOCK_FILE or name.endswith(".tfbackend"):
-            found.append([relative, _file_digest(path)])
-    return found
+            files.append([relative.as_posix(), _file_digest(path)])
+    return [*files, *([where, sorted(read)] for where, read in sorted(read_in.items()))]
 
 
-def _read_by_init(text: str) -> list[str] | None:
+def _read_by_init(text: str) -> set[str] | None:
     """The parts of a `.tf` file that decide what init does; None if it cannot be read."""
-    read: list[Any] = [sorted(set(_PROVIDER_FUNCTION.findall(text)))]
+    read: list[Any] = [["function", name] for name in _PROVIDER_FUNCTION.findall(text)]
     try:
         for block in hcl.blocks(text):
             if block.kind in _PLAN_ONLY_BLOCKS:
@@ -278,15 +295,17 @@ def _read_by_init(text: str) -> list[str] | None:
                 attributes = _attributes(block.body)
                 early = [attributes.get("source", ""), attributes.get("version", "")]
                 read.append(["module", block.labels, *early, attributes.get("providers")])
-            elif block.kind == "provider":
+            elif block.kind == "provider" and block.labels:
                 early = []
-                read.append(["provider", block.labels])
+                read.append(["provider", block.labels[0]])
             elif block.kind in _RESOURCE_BLOCKS and block.labels:
-                # The provider a resource type implies is the type's first word (aws_s3_bucket).
+                # A resource needs the provider its type implies (the first word of
+                # aws_s3_bucket), or the one its `provider` argument names: to init, the
+                # same as a provider block of that name.
                 early = []
-                implied = block.labels[0].split("_")[0]
-                provider = _attributes(block.body).get("provider")
-                read.append([block.kind, implied, provider])
+                read.append(["provider", block.labels[0].split("_")[0]])
+                if provider := _attributes(block.body).get("provider"):
+                    read.append(["provider argument", provider])
             else:  # check, import, removed, moved, and blocks of later versions: all of it
                 early = []
                 read.append([block.kind, block.labels, block.body])
@@ -295,7 +314,7 @@ def _read_by_init(text: str) -> list[str] | None:
     except hcl.HclError:
         return None
     # How many resources imply a provider, and in which order, does not matter to init.
-    return sorted({json.dumps(entry) for entry in read})
+    return {json.dumps(entry) for entry in read}
 
 
 def _attributes(body: str) -> dict[str, str]:

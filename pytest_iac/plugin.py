@@ -109,6 +109,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("iac_provider_mirrors", "filesystem mirrors of providers", type="paths")
     parser.addini("iac_teardown", "always, on-success or never")
+    parser.addini(
+        "iac_reuse_init",
+        "reuse what terraform init made where init reads the same (default true)",
+        type="bool",
+        default=True,
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -178,6 +184,7 @@ def _iac_run(config: pytest.Config) -> IacRun:
         engine_spec=setting("iac_binary", "iac_binary", "PYTEST_IAC_BINARY"),
         teardown=teardown,
         worker=worker["workerid"] if worker else "main",
+        reuse_init=bool(config.getini("iac_reuse_init")),
     )
     if run.engine_spec:  # asked for by name: a wrong one is a usage error, found now
         try:

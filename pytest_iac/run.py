@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from pytest_iac.engine import Engine, Settings, Terraform, find_engine
+from pytest_iac.init_cache import InitCache, engine_identity
 from pytest_iac.ledger import Ledger, Tally
 from pytest_iac.sandbox import Hook, Sandbox, Stack
 
@@ -64,6 +65,7 @@ class IacRun:
     run_id: str
     settings: Settings
     engine_spec: str | None = None  # what the user asked for; None: look on PATH
+    reuse_init: bool = True  # what init made is kept and reused (`pytest_iac.init_cache`)
     teardown: Teardown = "always"
     worker: str = "main"
     kept: list[Stack] = field(default_factory=list)
@@ -94,10 +96,21 @@ class IacRun:
         return self._terraform
 
     @property
+    def init_cache_dir(self) -> Path | None:
+        """Where what init made is kept for reuse, by deployments and drift checks alike."""
+        return project_dir(self.rootdir) / "init-cache" if self.reuse_init else None
+
+    @property
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
+            cache_dir = self.init_cache_dir
             self._sandbox = Sandbox(
-                self.terraform, self.workdir / "sandboxes", hooks=[*self.hooks, self.ledger.hook]
+                self.terraform,
+                self.workdir / "sandboxes",
+                hooks=[*self.hooks, self.ledger.hook],
+                init_cache=InitCache(cache_dir, engine_identity(self.terraform))
+                if cache_dir
+                else None,
             )
         return self._sandbox
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -23,7 +24,10 @@ from typing import Any, Literal
 from pytest_iac import redact
 from pytest_iac.engine import Result, Terraform
 from pytest_iac.errors import DestroyError, IacError, TerraformError
+from pytest_iac.init_cache import InitCache
 from pytest_iac.plan import Plan
+
+log = logging.getLogger("pytest_iac")
 
 # `source = "./x"` or `source = "../x"` in a module block: a local module to copy along.
 _LOCAL_SOURCE = re.compile(r"""^\s*source\s*=\s*"(\.{1,2}/[^"]*)"\s*$""", re.MULTILINE)
@@ -101,8 +105,10 @@ class Stack:
         backend_config: Mapping[str, Any] | None = None,
         hooks: Sequence[Hook] = (),
         test_id: str = "",
+        init_cache: InitCache | None = None,
     ) -> None:
         self.terraform = terraform
+        self.init_cache = init_cache
         self.hooks = list(hooks)
         self.test_id = test_id  # the test (or module, when shared) that deployed it
         self.source = source
@@ -252,7 +258,15 @@ class Stack:
             backend_file = self.workdir / _BACKEND_FILE
             _write_private(backend_file, _hcl_assignments(self.backend_config))
             args.append(f"-backend-config={backend_file}")
-        self._run(args)
+        if self.init_cache is None:
+            self._run(args)
+        else:
+            cache = self.init_cache
+            key = cache.key(
+                self.terraform, self.source, self.workdir, self.module_dir, args, self.env
+            )
+            if cache.init(key, self.data_dir, self.module_dir, lambda: self._run(args)):
+                log.info("[%s] init reused from %s", self.workdir.name, cache.directory / key)
         self._initialised = True
 
     @property
@@ -282,10 +296,17 @@ class Stack:
 class Sandbox:
     """The place deployments live: one working directory each under `root`."""
 
-    def __init__(self, terraform: Terraform, root: Path, hooks: Sequence[Hook] = ()) -> None:
+    def __init__(
+        self,
+        terraform: Terraform,
+        root: Path,
+        hooks: Sequence[Hook] = (),
+        init_cache: InitCache | None = None,
+    ) -> None:
         self.terraform = terraform
         self.root = root
         self.hooks = list(hooks)  # given to every stack: guards, the ledger
+        self.init_cache = init_cache  # shared by the stacks: what init made, reused
 
     def stack(
         self,
@@ -312,6 +333,7 @@ class Sandbox:
                 backend_config=backend_config,
                 hooks=self.hooks,
                 test_id=test_id,
+                init_cache=self.init_cache,
             )
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)

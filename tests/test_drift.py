@@ -25,7 +25,6 @@ import pytest
 
 from pytest_iac.drift import find_live_roots
 from pytest_iac.engine import cli_config
-from pytest_iac.init_cache import InitCache
 from tests.conftest import EXAMPLES, free_port, leftovers
 
 BUCKET = "drift-live-state"
@@ -698,7 +697,7 @@ def test_pool_plans_directories_at_once_and_keeps_errors_per_item(
 
 
 def cache_entries(iac_home: Path) -> list[Path]:
-    return sorted(p for p in iac_home.glob("projects/*/drift-init/*") if p.is_dir())
+    return sorted(p for p in iac_home.glob("projects/*/init-cache/*") if p.is_dir())
 
 
 def test_directories_that_init_alike_share_one_init(
@@ -829,29 +828,3 @@ def test_init_is_reused_until_a_backend_setting_changes(
     assert inits(back) == 0  # the first entry is still there, and still right
     assert leftovers(iac_home) == []
     assert not list(iac_home.rglob("*.tfplan"))
-
-
-def test_init_cache_entry_with_a_broken_provider_link_is_not_used(tmp_path: Path) -> None:
-    """A provider removed from the plugin cache: the entry's links point nowhere; init again."""
-    cache = InitCache(tmp_path / "cache", "engine")
-    work = tmp_path / "work"
-    module = work / "src" / "live"
-    module.mkdir(parents=True)
-    provider = work / "tfdata" / "providers" / "registry.terraform.io" / "hashicorp" / "aws"
-    provider.mkdir(parents=True)
-    (work / "tfdata" / "terraform.tfstate").write_text('{"backend": {}}')
-    plugin = tmp_path / "plugin-cache" / "aws"
-    plugin.mkdir(parents=True)
-    (provider / "linux_amd64").symlink_to(plugin)
-    cache.store("k", work, module)
-
-    fresh = tmp_path / "fresh"
-    (fresh / "src" / "live").mkdir(parents=True)
-    assert cache.restore("k", fresh, fresh / "src" / "live")
-    assert (fresh / "tfdata" / "providers").is_dir()
-
-    plugin.rmdir()
-    again = tmp_path / "again"
-    (again / "src" / "live").mkdir(parents=True)
-    assert not cache.restore("k", again, again / "src" / "live")
-    assert not (again / "tfdata").exists()

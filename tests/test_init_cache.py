@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_iac import hcl
-from pytest_iac.init_cache import init_inputs
+from pytest_iac.init_cache import InitCache, init_inputs
 
 TRICKY = r"""
 # a comment with a brace {
@@ -195,3 +195,69 @@ def test_module_versions_lock_files_backend_files_and_local_modules_matter(
 )
 def test_what_cannot_be_told_apart_is_not_shared(tmp_path: Path, files: dict[str, str]) -> None:
     assert read(tmp_path, files) is None
+
+
+def test_directory_names_do_not_matter_the_layout_does(tmp_path: Path) -> None:
+    calling = BASE + 'module "child" {\n  source = "../shared/child"\n}\n'
+    child = 'resource "terraform_data" "x" {}\n'
+
+    def read_in(tree: str, name: str, child_at: str = "shared/child") -> object:
+        (tmp_path / tree / name).mkdir(parents=True)
+        (tmp_path / tree / name / "main.tf").write_text(calling)
+        (tmp_path / tree / child_at).mkdir(parents=True)
+        (tmp_path / tree / child_at / "main.tf").write_text(child)
+        return init_inputs(tmp_path / tree, tmp_path / tree / name)
+
+    app = read_in("one", "app")
+    assert app is not None
+    assert read_in("two", "network") == app
+    # Deeper in the tree, laid out alike around the module: the same.
+    assert read_in("three", "deeper/app", child_at="deeper/shared/child") == app
+    # Another module tree beside it: not the same.
+    assert read_in("four", "app", child_at="elsewhere/child") != app
+
+
+def test_init_cache_entry_with_a_broken_provider_link_is_not_used(tmp_path: Path) -> None:
+    """A provider removed from the plugin cache: the entry's links point nowhere; init again."""
+    cache = InitCache(tmp_path / "cache", "engine")
+    work = tmp_path / "work"
+    module = work / "src" / "live"
+    module.mkdir(parents=True)
+    provider = work / "tfdata" / "providers" / "registry.terraform.io" / "hashicorp" / "aws"
+    provider.mkdir(parents=True)
+    (work / "tfdata" / "terraform.tfstate").write_text('{"backend": {}}')
+    plugin = tmp_path / "plugin-cache" / "aws"
+    plugin.mkdir(parents=True)
+    (provider / "linux_amd64").symlink_to(plugin)
+    cache.store("k", work / "tfdata", module)
+
+    fresh = tmp_path / "fresh"
+    (fresh / "src" / "live").mkdir(parents=True)
+    assert cache.restore("k", fresh / "tfdata", fresh / "src" / "live")
+    assert (fresh / "tfdata" / "providers").is_dir()
+
+    plugin.rmdir()
+    again = tmp_path / "again"
+    (again / "src" / "live").mkdir(parents=True)
+    assert not cache.restore("k", again / "tfdata", again / "src" / "live")
+    assert not (again / "tfdata").exists()
+
+
+def test_which_file_says_it_does_not_matter_but_override_files_do(tmp_path: Path) -> None:
+    terraform, rest = BASE.split("\n\n", 1)
+    one_file = read(tmp_path, {"main.tf": BASE})
+    assert read(tmp_path, {"versions.tf": terraform + "\n", "main.tf": rest}) == one_file
+    overridden = read(tmp_path, {"main.tf": rest, "override.tf": terraform + "\n"})
+    assert overridden is not None
+    assert overridden != one_file
+
+
+def test_a_provider_block_and_a_resource_of_its_provider_read_alike(tmp_path: Path) -> None:
+    bucket = 'resource "aws_s3_bucket" "b" {}\n'
+    policy = 'data "aws_iam_policy_document" "p" {}\nprovider "aws" {\n  region = "x"\n}\n'
+    assert read(tmp_path, {"main.tf": BASE + bucket}) == read(
+        tmp_path, {"main.tf": BASE + bucket + policy}
+    )
+    assert read(tmp_path, {"main.tf": BASE + bucket}) != read(
+        tmp_path, {"main.tf": BASE + policy.replace("aws", "google")}
+    )

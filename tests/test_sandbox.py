@@ -333,3 +333,39 @@ def test_outputs(iac_deploy, module):
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
     assert leftovers(iac_home) == []
+
+
+def test_deployments_that_init_alike_share_one_init(
+    pytester: pytest.Pytester, module: Path, engine: str, iac_home: Path
+) -> None:
+    """Two modules that differ only in what init does not read: the second deployment
+    reuses what the first one's init made; with iac_reuse_init off, each runs init."""
+    other = pytester.path / "modules" / "other"
+    other.mkdir()
+    (other / "main.tf").write_text(MODULE.replace("count.index", "count.index + 1"))
+    (pytester.path / "modules" / "test_both.py").write_text(
+        f"""
+def test_app(iac_deploy):
+    assert iac_deploy("app", vars={{"name": "a", "settings": {SETTINGS}}}).outputs["names"] == [
+        "a-0", "a-1"
+    ]
+
+def test_other(iac_deploy):
+    assert iac_deploy("other", vars={{"name": "b", "settings": {SETTINGS}}}).outputs[
+        "names"
+    ] == ["b-1", "b-2"]
+"""
+    )
+
+    def inits(*args: str) -> tuple[int, int]:
+        result = pytester.runpytest_subprocess(
+            f"--iac-binary={engine}", "-s", "-p", "no:cacheprovider", "modules", *args
+        )
+        result.assert_outcomes(passed=2)
+        output = result.stdout.str() + result.stderr.str()
+        return output.count("$ terraform init"), output.count("init reused from")
+
+    assert inits("-o", "iac_reuse_init=false") == (2, 0)
+    assert inits() == (1, 1)
+    assert inits() == (0, 2)  # a re-run: both from the entry the last run kept
+    assert leftovers(iac_home) == []
