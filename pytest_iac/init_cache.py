@@ -1,15 +1,16 @@
-"""Reusing what `terraform init` made, across the live directories of a run and across runs.
+"""Reusing what `terraform init` made, across the deployments and live directories of a run
+and across runs.
 
-`init` reads little of a live directory: the `terraform` block (backend, required providers
-and version), the sources and versions of the modules it calls, which providers its
-resources and provider blocks imply, the lock file and the backend settings. Directories
-that agree on all of that get the same result from init. `InitCache` keys what init made on
-exactly those inputs (read with `pytest_iac.hcl`), so one init serves every such directory
-in a run (a hundred directories with local state and the same backend block need one
-init, not a hundred), and a re-run reuses the entries while nothing that init reads
-changed. Whatever the reader cannot tell apart (a file it cannot parse, `.tf.json`, test or
-query files, a backend or module source that refers to variables) falls back to a key of
-every file byte and the directory's own path, as if nothing were shared.
+`init` reads little of a module: the `terraform` block (backend, required providers and
+version), the sources and versions of the modules it calls, which providers its resources
+and provider blocks imply, the lock file and the backend settings. Modules that agree on all
+of that get the same result from init. `InitCache` keys what init made on exactly those
+inputs (read with `pytest_iac.hcl`), so one init serves every such deployment or live
+directory in a run (a hundred live directories with local state and the same backend block
+need one init, not a hundred), and later runs reuse the entries while nothing that init reads
+changed. Whatever the reader cannot vouch for (a file it cannot parse, `.tf.json`, `.tofu`,
+test or query files, a backend or module source that refers to variables) falls back to a
+key of every file byte and the directory's own path, as if nothing were shared.
 """
 
 from __future__ import annotations
@@ -76,25 +77,25 @@ def _dangling_links(directory: Path) -> bool:
 
 
 class InitCache:
-    """What `init` made for a live directory, reused while nothing that affects init changed.
+    """What `init` made, reused while nothing that init reads changed.
 
     An entry holds TF_DATA_DIR after init (the backend's initialised settings, which may hold
     backend credentials: the file is 0600 in a 0700 directory; downloaded modules; provider
     links into the plugin cache) and the lock file init left. It never holds a plan, a
     variables file, a state or a copy of one: those are written after the entry is taken.
 
-    The key is a hash of everything that can change what init does: the engine (path, build,
-    version), the CLI configuration (mirrors, plugin cache), the live directory's path, the
-    content of every file copied with it (its `.tf` files, lock file, `*.tfbackend` files, and
-    those of the local modules it calls), the init arguments and the content of every
-    backend configuration file they name (the run's settings included), and the `TF_*`
-    environment variables. Any change is a new key, so an entry is never stale; entries
-    older than `max_age` are not used (a version constraint may match a newer release), nor
-    are entries whose provider links point nowhere (the plugin cache was cleared).
+    The key (`key()`) is a hash of the engine (path, build, version), the CLI configuration
+    (mirrors, plugin cache), the init arguments with the content of every backend
+    configuration file they name, the `TF_*` environment variables, the data directory's
+    place, and what init reads from the module and the local modules it calls
+    (`init_inputs()`), or every byte of them and the module's path where that cannot be
+    told. Any change is a new key, so an entry is never stale; entries older than `max_age`
+    are not used (a version constraint may match a newer release), nor are entries whose
+    provider links point nowhere (the plugin cache was cleared).
 
     Entries are written to a temporary directory and renamed into place, and are only read
-    afterwards: each check copies its entry into a working directory of its own, so
-    concurrent runs and xdist workers never write to an entry another one reads.
+    afterwards: each user copies its entry into a directory of its own, so concurrent runs
+    and xdist workers never write to an entry another one reads.
     """
 
     def __init__(
@@ -109,14 +110,14 @@ class InitCache:
     def key(
         self,
         terraform: Terraform,
-        live_dir: Path,
+        original: Path,
         workdir: Path,
         module_dir: Path,
         init_args: Sequence[str],
         env: Mapping[str, str],
     ) -> str:
-        """The entry for an init of `live_dir`'s copy, `module_dir`, under `workdir/src`
-        (with the local modules it calls)."""
+        """The entry for an init of `module_dir`, the copy of the module or live directory
+        `original` under `workdir/src` (with the local modules it calls)."""
         source = workdir / "src"
         config_files = []
         args = []
@@ -146,7 +147,7 @@ class InitCache:
         if read is not None:
             inputs["read"] = read
         else:
-            inputs["live_dir"] = str(live_dir)
+            inputs["original"] = str(original)
             inputs["files"] = [
                 [p.relative_to(source).as_posix(), _file_digest(p) if p.is_file() else "link"]
                 for p in sorted(source.rglob("*"))
