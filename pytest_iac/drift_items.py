@@ -8,8 +8,8 @@ module (the rule: `pytest_iac.drift`) becomes one item, `<dir>::drift`, marked `
 
 When the first drift item is set up, every selected drift item's check starts in the run's
 pool of `iac_drift_workers` threads (each waits on terraform); each item's setup then waits
-for its own result, so items run and report in their usual order. Under pytest-xdist each
-worker pools the items it has been given.
+for its own result, so items run and report in their usual order. Under pytest-xdist a
+worker knows only the item it runs and the next one, and starts both.
 """
 
 from __future__ import annotations
@@ -345,36 +345,26 @@ def _submit_pending(item: DriftItem, run: DriftRun) -> None:
     """Start the checks of this item and of the drift items that will run after it here."""
     state = item.config.stash[_STATE_KEY]
     run.submit(item.live_dir)
-    if not _is_worker(item.config):
-        if not state.pooled:  # every item, once: pytest has deselected what -k/-m leave out
-            state.pooled = True
-            for other in item.session.items:
-                if isinstance(other, DriftItem):
-                    run.submit(other.live_dir)
-        return
-    items = item.session.items
-    for index in _xdist_queue(item.config):
-        if 0 <= index < len(items) and isinstance(items[index], DriftItem):
-            run.submit(items[index].path)
+    if not _is_worker(item.config) and not state.pooled:
+        # Every item, once: pytest has deselected what -k/-m leave out.
+        state.pooled = True
+        for other in item.session.items:
+            if isinstance(other, DriftItem):
+                run.submit(other.live_dir)
 
 
-def _xdist_queue(config: pytest.Config) -> list[int]:
-    """Indices of the items pytest-xdist has given this worker and not yet run, in order.
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Under pytest-xdist a worker knows only the item it runs and the next one: start both.
 
-    Read from xdist's worker (3.x keeps them in `torun` and `nextitem_index`); any other
-    shape gives nothing, and each item is then planned when it runs.
+    The next check runs while this item reports, and its own pool (the CPUs divided among
+    the workers) has the one after it queued by the time it finishes.
     """
-    for plugin in config.pluginmanager.get_plugins():
-        if type(plugin).__name__ != "WorkerInteractor" or not hasattr(plugin, "torun"):
-            continue
-        try:
-            upcoming = [getattr(plugin, "nextitem_index", None)]
-            with plugin.torun.lock() as queue:
-                upcoming += list(queue)
-        except Exception:
-            return []
-        return [i for i in upcoming if isinstance(i, int)]
-    return []
+    if _is_worker(item.config) and isinstance(item, DriftItem):
+        run = _drift_run(item.config)
+        run.submit(item.live_dir)
+        if isinstance(nextitem, DriftItem):
+            run.submit(nextitem.live_dir)
 
 
 @pytest.hookimpl(wrapper=True)
