@@ -1,6 +1,8 @@
-"""What init reads from a live directory, which decides which directories share one init.
+"""What init reads from a module, which decides which modules share one init.
 
-Pure Python: the drift tests (tests/test_drift.py) show the sharing with real terraform.
+The reader is tested on text; the claim the sharing rests on (read alike, init alike) with
+real Terraform on both engines; tests/test_drift.py and tests/test_sandbox.py show the
+sharing as a user sees it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_iac import hcl
+from pytest_iac.engine import Settings, Terraform, find_engine
 from pytest_iac.init_cache import InitCache, init_inputs
 
 TRICKY = r"""
@@ -261,3 +264,80 @@ def test_a_provider_block_and_a_resource_of_its_provider_read_alike(tmp_path: Pa
     assert read(tmp_path, {"main.tf": BASE + bucket}) != read(
         tmp_path, {"main.tf": BASE + policy.replace("aws", "google")}
     )
+
+
+LOCAL_MODULE = 'variable "n" {}\nresource "terraform_data" "x" {\n  input = var.n\n}\n'
+CALLING = BASE + 'module "m" {\n  source = "./m"\n  n      = "a"\n}\n'
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"main.tf": BASE.replace('"a"', '"b"') + 'output "x" {\n  value = 1\n}\n'},
+        {
+            "versions.tf": 'terraform {\n  backend "local" {}\n}\n',
+            "main.tf": BASE.split("\n\n", 1)[1],
+        },
+        {"main.tf": CALLING.replace('n      = "a"', 'n      = "b"'), "m/main.tf": LOCAL_MODULE},
+        {"main.tf": CALLING, "m/main.tf": LOCAL_MODULE.replace("var.n", "upper(var.n)")},
+    ],
+    ids=["values", "files", "module-inputs", "module-resources"],
+)
+def test_what_reads_alike_inits_alike_in_terraform(
+    tmp_path: Path, engine: str, variant: dict[str, str]
+) -> None:
+    """The claim the key rests on, checked with real Terraform: two modules that
+    init_inputs() reads alike get the same data directory and lock file from init."""
+    base = {"main.tf": CALLING, "m/main.tf": LOCAL_MODULE} if "m/main.tf" in variant else {}
+    trees = {"base": base or {"main.tf": BASE}, "variant": variant}
+    terraform = Terraform(find_engine(engine), Settings(), tmp_path / "config")
+    made = {}
+    for name, files in trees.items():
+        module = tmp_path / name
+        for path, text in files.items():
+            (module / path).parent.mkdir(parents=True, exist_ok=True)
+            (module / path).write_text(text)
+        made[name] = (init_inputs(module), initialised(terraform, module))
+    assert made["base"][0] is not None
+    assert made["base"] == made["variant"]
+
+
+def initialised(terraform: Terraform, module: Path) -> dict[str, str]:
+    """What `init` leaves: every file of the data directory and the lock file, by path."""
+    terraform.run(["init"], cwd=module, env={"TF_DATA_DIR": "../tfdata-" + module.name})
+    data_dir = module.parent / f"tfdata-{module.name}"
+    found = {
+        p.relative_to(data_dir).as_posix(): f"-> {p.readlink()}"
+        if p.is_symlink()
+        else p.read_text()
+        for p in sorted(data_dir.rglob("*"))
+        if p.is_file() or p.is_symlink()
+    }
+    lock = module / ".terraform.lock.hcl"
+    found["lock file"] = lock.read_text() if lock.exists() else ""
+    return found
+
+
+def test_a_provider_block_and_a_resource_of_its_provider_init_alike_in_terraform(
+    tmp_path: Path, engine: str, aws_provider_mirror: Path
+) -> None:
+    """The same with a provider installed (links into the plugin cache, a lock file)."""
+    settings = Settings(
+        plugin_cache_dir=tmp_path / "plugin-cache", provider_mirrors=(aws_provider_mirror,)
+    )
+    terraform = Terraform(find_engine(engine), settings, tmp_path / "config")
+    bucket = BASE + 'resource "aws_s3_bucket" "b" {}\n'
+    trees = {
+        "bucket": {"main.tf": bucket},
+        "policy": {"main.tf": BASE + 'data "aws_iam_policy_document" "p" {}\n'},
+        "both": {"main.tf": bucket, "provider.tf": 'provider "aws" {\n  region = "x"\n}\n'},
+    }
+    made = {}
+    for name, files in trees.items():
+        for path, text in files.items():
+            (tmp_path / name / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / path).write_text(text)
+        made[name] = (init_inputs(tmp_path / name), initialised(terraform, tmp_path / name))
+    assert "hashicorp/aws" in made["bucket"][1]["lock file"]
+    assert any(path.startswith("providers/") for path in made["bucket"][1])
+    assert made["bucket"] == made["policy"] == made["both"]
