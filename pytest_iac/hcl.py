@@ -47,6 +47,13 @@ def blocks(text: str) -> list[Block]:
 
 def items(body: str) -> Iterator[Block | Attribute]:
     """The attributes and blocks directly in `body`, in order."""
+    try:
+        yield from _items(body)
+    except RecursionError:
+        raise HclError("brackets nested too deeply") from None
+
+
+def _items(body: str) -> Iterator[Block | Attribute]:
     i = _skip_blank(body, 0)
     while i < len(body):
         name = _IDENTIFIER.match(body, i)

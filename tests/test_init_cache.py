@@ -85,6 +85,7 @@ def test_blocks_and_items_skip_strings_heredocs_and_comments() -> None:
         'resource "a" "b" {\n  x = 1\n}}\n',
         'x = "attribute outside a block"\n',
         "/* never closed\n",
+        "locals {\n  x = " + "[" * 5000 + "]" * 5000 + "\n}\n",
     ],
 )
 def test_what_cannot_be_read_is_an_error(text: str) -> None:
