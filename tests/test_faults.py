@@ -17,7 +17,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,16 +79,37 @@ def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
     return pytester.path
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
 def start(project: Path, *args: str) -> subprocess.Popen[str]:
-    """`pytest ARGS` in `project`, in a process of its own (as a CI runner starts it)."""
-    return subprocess.Popen(
+    """`pytest ARGS` in `project`, in a process of its own (as a CI runner starts it).
+
+    Ctrl-C works there even when this run was started with SIGINT ignored (as a shell does
+    for a background job), which Python and terraform would otherwise inherit.
+    """
+    process = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=project,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+    _started.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def _stop_started_processes() -> Iterator[None]:
+    """A test that fails before `finish()` must not leave its pytest running into the next."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.returncode is None:
+            process.kill()
+            process.communicate()
 
 
 def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
