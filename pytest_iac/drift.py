@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from pytest_iac.engine import Terraform
 from pytest_iac.errors import IacError, TerraformError
-from pytest_iac.init_cache import InitCache, engine_identity
+from pytest_iac.init_cache import InitCache
 from pytest_iac.plan import Change, OutputChange, Plan
 from pytest_iac.redact import redact
 from pytest_iac.sandbox import copy_module
@@ -687,14 +687,14 @@ class DriftRun:
 
     `submit()` starts checks in a pool of `workers` threads (each waits on terraform
     processes) and `check()` takes a submitted directory's result, or checks it there and
-    then. With `cache_dir`, init results are reused across runs (`InitCache`).
+    then. With `init_cache`, what init made is shared and reused (`InitCache`).
     """
 
     terraform: Terraform
     workdir: Path
     base: Path
     backend_config: Sequence[BackendConfig] = ()
-    cache_dir: Path | None = None
+    init_cache: InitCache | None = None
     workers: int = 1
     quiet_pool: bool = True  # terraform's output of pooled checks stays out of the log
     results: list[DriftResult] = field(default_factory=list)
@@ -702,7 +702,6 @@ class DriftRun:
     _pending: dict[Path, Future[DriftResult]] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _numbers: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
-    _init_cache: InitCache | None = field(default=None, init=False, repr=False)
     _builtin_only: Terraform | None = field(default=None, init=False, repr=False)
 
     def submit(self, live_dir: Path) -> None:
@@ -755,20 +754,10 @@ class DriftRun:
             self.workdir / f"{slug}-{number}",
             name=name,
             backend_config=[*self.backend_config, *options.pop("backend_config", ())],
-            init_cache=self._cache(),
+            init_cache=self.init_cache,
             quiet=quiet,
             **options,
         )
-
-    def _cache(self) -> InitCache | None:
-        if self.cache_dir is None:
-            return None
-        if self._init_cache is None:
-            identity = engine_identity(self.terraform)  # may run `terraform version`, once
-            with self._lock:
-                if self._init_cache is None:
-                    self._init_cache = InitCache(self.cache_dir, identity)
-        return self._init_cache
 
     def _terraform_for(self, live_dir: Path) -> Terraform:
         """The run's engine; without the plugin cache for a directory that installs nothing.

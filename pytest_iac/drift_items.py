@@ -315,7 +315,7 @@ def _drift_run(config: pytest.Config) -> DriftRun:
     if state._drift_run is None:
         run = config.stash[RUN_KEY]
         try:
-            terraform = run.terraform
+            terraform, init_cache = run.terraform, run.init_cache  # the latter asks the version
         except IacError as error:
             pytest.fail(str(error), pytrace=False)
         state._drift_run = DriftRun(
@@ -323,7 +323,7 @@ def _drift_run(config: pytest.Config) -> DriftRun:
             run.workdir / "drift",
             config.rootpath,
             state.backend_config,
-            cache_dir=run.init_cache_dir,
+            init_cache=init_cache,
             workers=state.workers,
             # Output of many directories at once would land in whichever item's captured
             # log is open: shown only when it is shown live (-s, log_cli).

@@ -78,6 +78,7 @@ class IacRun:
     _ledger: Ledger | None = None
     _terraform: Terraform | None = None
     _sandbox: Sandbox | None = None
+    _init_cache: InitCache | None = None
 
     @property
     def engine(self) -> Engine:
@@ -96,21 +97,22 @@ class IacRun:
         return self._terraform
 
     @property
-    def init_cache_dir(self) -> Path | None:
-        """Where what init made is kept for reuse, by deployments and drift checks alike."""
-        return project_dir(self.rootdir) / "init-cache" if self.reuse_init else None
+    def init_cache(self) -> InitCache | None:
+        """What init made, kept for reuse by deployments and drift checks alike."""
+        if self.reuse_init and self._init_cache is None:
+            self._init_cache = InitCache(
+                project_dir(self.rootdir) / "init-cache", engine_identity(self.terraform)
+            )
+        return self._init_cache
 
     @property
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
-            cache_dir = self.init_cache_dir
             self._sandbox = Sandbox(
                 self.terraform,
                 self.workdir / "sandboxes",
                 hooks=[*self.hooks, self.ledger.hook],
-                init_cache=InitCache(cache_dir, engine_identity(self.terraform))
-                if cache_dir
-                else None,
+                init_cache=self.init_cache,
             )
         return self._sandbox
 
