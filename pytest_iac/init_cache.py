@@ -287,6 +287,7 @@ def _read_by_init(text: str) -> set[str] | None:
     read: list[Any] = [["function", name] for name in _PROVIDER_FUNCTION.findall(text)]
     try:
         for block in hcl.blocks(text):
+            early: list[str] = []  # what OpenTofu evaluates at init
             if block.kind in _PLAN_ONLY_BLOCKS:
                 continue
             if block.kind == "terraform":
@@ -297,20 +298,17 @@ def _read_by_init(text: str) -> set[str] | None:
                 early = [attributes.get("source", ""), attributes.get("version", "")]
                 read.append(["module", block.labels, *early, attributes.get("providers")])
             elif block.kind == "provider" and block.labels:
-                early = []
                 read.append(["provider", block.labels[0]])
             elif block.kind in _RESOURCE_BLOCKS and block.labels:
                 # A resource needs the provider its type implies (the first word of
                 # aws_s3_bucket), or the one its `provider` argument names: to init, the
                 # same as a provider block of that name.
-                early = []
                 read.append(["provider", block.labels[0].split("_")[0]])
                 if provider := _attributes(block.body).get("provider"):
                     read.append(["provider argument", provider])
             else:  # check, import, removed, moved, and blocks of later versions: all of it
-                early = []
                 read.append([block.kind, block.labels, block.body])
-            if any(_EARLY_REFERENCE.search(text) for text in early):
+            if any(_EARLY_REFERENCE.search(part) for part in early):
                 return None
     except hcl.HclError:
         return None
