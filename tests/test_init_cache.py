@@ -112,13 +112,16 @@ output "id" {
 """
 
 
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
 def read(tmp_path: Path, files: dict[str, str]) -> object:
     """init_inputs() of a fresh tree holding `files`."""
-    tree = tmp_path / f"tree{len(list(tmp_path.iterdir()))}"
-    for name, text in files.items():
-        (tree / name).parent.mkdir(parents=True, exist_ok=True)
-        (tree / name).write_text(text)
-    return init_inputs(tree)
+    return init_inputs(write_tree(tmp_path / f"tree{len(list(tmp_path.iterdir()))}", files))
 
 
 def test_what_init_does_not_read_does_not_matter(tmp_path: Path) -> None:
@@ -292,19 +295,17 @@ def test_what_reads_alike_inits_alike_in_terraform(
     base = {"main.tf": CALLING, "m/main.tf": LOCAL_MODULE} if "m/main.tf" in variant else {}
     trees = {"base": base or {"main.tf": BASE}, "variant": variant}
     terraform = Terraform(find_engine(engine), Settings(), tmp_path / "config")
-    made = {}
-    for name, files in trees.items():
-        module = tmp_path / name
-        for path, text in files.items():
-            (module / path).parent.mkdir(parents=True, exist_ok=True)
-            (module / path).write_text(text)
-        made[name] = (init_inputs(module), initialised(terraform, module))
+    made = {name: read_and_init(terraform, tmp_path / name, files) for name, files in trees.items()}
     assert made["base"][0] is not None
     assert made["base"] == made["variant"]
 
 
-def initialised(terraform: Terraform, module: Path) -> dict[str, str]:
-    """What `init` leaves: every file of the data directory and the lock file, by path."""
+def read_and_init(
+    terraform: Terraform, module: Path, files: dict[str, str]
+) -> tuple[object, dict[str, str]]:
+    """What init_inputs() reads from `files` written at `module`, and what `init` leaves:
+    every file (and link) of the data directory and the lock file, by path."""
+    read = init_inputs(write_tree(module, files))  # before init writes a lock file
     terraform.run(["init"], cwd=module, env={"TF_DATA_DIR": "../tfdata-" + module.name})
     data_dir = module.parent / f"tfdata-{module.name}"
     found = {
@@ -316,7 +317,7 @@ def initialised(terraform: Terraform, module: Path) -> dict[str, str]:
     }
     lock = module / ".terraform.lock.hcl"
     found["lock file"] = lock.read_text() if lock.exists() else ""
-    return found
+    return read, found
 
 
 def test_a_provider_block_and_a_resource_of_its_provider_init_alike_in_terraform(
@@ -333,12 +334,7 @@ def test_a_provider_block_and_a_resource_of_its_provider_init_alike_in_terraform
         "policy": {"main.tf": BASE + 'data "aws_iam_policy_document" "p" {}\n'},
         "both": {"main.tf": bucket, "provider.tf": 'provider "aws" {\n  region = "x"\n}\n'},
     }
-    made = {}
-    for name, files in trees.items():
-        for path, text in files.items():
-            (tmp_path / name / path).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / name / path).write_text(text)
-        made[name] = (init_inputs(tmp_path / name), initialised(terraform, tmp_path / name))
+    made = {name: read_and_init(terraform, tmp_path / name, files) for name, files in trees.items()}
     assert "hashicorp/aws" in made["bucket"][1]["lock file"]
     assert any(path.startswith("providers/") for path in made["bucket"][1])
     assert made["bucket"] == made["policy"] == made["both"]
