@@ -158,6 +158,10 @@ def _iac_run(config: pytest.Config) -> IacRun:
             raise pytest.UsageError(f"{ini} must not be negative, not {raw!r}")
         return value
 
+    try:
+        reuse_init = bool(config.getini("iac_reuse_init"))
+    except pytest.UsageError as error:  # pytest's own says only "invalid truth value 'x'"
+        raise pytest.UsageError(f"iac_reuse_init must be true or false: {error}") from None
     teardown = setting("iac_teardown", "iac_teardown") or "always"
     if teardown not in TEARDOWN_POLICIES:
         raise pytest.UsageError(
@@ -184,7 +188,7 @@ def _iac_run(config: pytest.Config) -> IacRun:
         engine_spec=setting("iac_binary", "iac_binary", "PYTEST_IAC_BINARY"),
         teardown=teardown,
         worker=worker["workerid"] if worker else "main",
-        reuse_init=bool(config.getini("iac_reuse_init")),
+        reuse_init=reuse_init,
     )
     if run.engine_spec:  # asked for by name: a wrong one is a usage error, found now
         try:

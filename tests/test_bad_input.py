@@ -130,6 +130,17 @@ def test_unknown_binary_is_a_usage_error(pytester: pytest.Pytester, iac_home: Pa
     assert leftovers(iac_home) == []
 
 
+def test_reuse_init_that_is_not_a_truth_value_is_a_usage_error(
+    pytester: pytest.Pytester, iac_home: Path
+) -> None:
+    result = run_deploy(pytester, ".", "-o", "iac_reuse_init=sometimes")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: iac_reuse_init must be true or false: invalid truth value 'sometimes'"]
+    )
+    assert leftovers(iac_home) == []
+
+
 def test_no_engine_at_all(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, iac_home: Path
 ) -> None:
