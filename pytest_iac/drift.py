@@ -1,18 +1,9 @@
 """Plan-only drift checks of live root modules. No pytest import here.
 
-A *live root module* is a directory of live configuration that Terraform runs directly (for
-example `live/prod/network`), as opposed to a module that only serves others. The rule
-`find_live_roots()` applies:
+Which directories are live root modules is `pytest_iac.live`'s rule; what a plan changes,
+attribute by attribute, is `pytest_iac.plan`'s; how results are shown, `pytest_iac.report`'s.
 
-- the directory holds `*.tf` or `*.tf.json` files;
-- neither it nor any directory above it (up to the path searched) is hidden or `.terraform`;
-- no directory in the searched trees calls it as a local module (`source = "../x"`);
-- it has state to compare with: it declares a backend (a `backend "..."` or `cloud` block)
-  or holds a local `terraform.tfstate`. A module nobody calls yet, with neither, is a
-  reusable module (one tested in a sandbox, say), not deployed configuration;
-- it matches none of the `exclude` globs (fnmatch against its path relative to `base`).
-
-`check_drift()` plans one of them without writing anything into it or its state: the
+`check_drift()` plans a live root module without writing anything into it or its state: the
 directory is copied (with the local modules it calls) into a working directory, where
 `init` (with the backend configuration), `plan -detailed-exitcode -lock=false -refresh=true
 -out PLAN` and `show -json PLAN` run with TF_DATA_DIR there too. The working directory is
@@ -27,7 +18,6 @@ directories at once in a pool of threads that wait on terraform.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import itertools
 import json
 import logging
@@ -36,15 +26,17 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pytest_iac import report
 from pytest_iac.engine import Terraform
 from pytest_iac.errors import IacError, TerraformError
 from pytest_iac.init_cache import InitCache
+from pytest_iac.live import DEFAULT_STATE, module_closure, relative_name
 from pytest_iac.plan import Change, OutputChange, Plan
 from pytest_iac.redact import redact
 from pytest_iac.sandbox import copy_module
@@ -53,230 +45,11 @@ log = logging.getLogger("pytest_iac")
 
 Status = Literal["clean", "drift", "error"]
 
-# `source = "./x"` or `source = "../x"`: a local module call.
-_LOCAL_SOURCE = re.compile(r"""^\s*source\s*=\s*"(\.{1,2}/[^"]*)"\s*$""", re.MULTILINE)
-_BACKEND_BLOCK = re.compile(r"""^\s*(?:backend\s+"[^"]+"|cloud)\s*\{""", re.MULTILINE)
-_NEVER_ENTER = {".terraform", "__pycache__", "node_modules", "venv", "site-packages"}
-_SENSITIVE = "(sensitive)"
-_KNOWN_AFTER_APPLY = "(known after apply)"
-_DEFAULT_STATE = "terraform.tfstate"  # a local backend's state without a `path`
-
 # One backend configuration item: a file (Path), a `KEY=VALUE` string, or values (a mapping).
 BackendConfig = Path | str | Mapping[str, Any]
 
 
-# Discovery
-
-
-def _is_module_dir(directory: Path) -> bool:
-    return any(directory.glob("*.tf")) or any(directory.glob("*.tf.json"))
-
-
-def _walk_module_dirs(top: Path) -> Iterator[Path]:
-    """Directories with Terraform files under `top`, hidden ones and `.terraform` skipped."""
-    for current, dirs, _files in os.walk(top):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NEVER_ENTER)
-        directory = Path(current)
-        if _is_module_dir(directory):
-            yield directory
-
-
-def has_state(directory: Path) -> bool:
-    """Does `directory` declare a backend or hold a local state (see the discovery rule)?"""
-    if (directory / _DEFAULT_STATE).is_file():
-        return True
-    for tf_file in directory.glob("*.tf"):
-        if _BACKEND_BLOCK.search(tf_file.read_text(encoding="utf-8", errors="replace")):
-            return True
-    for json_file in directory.glob("*.tf.json"):
-        text = json_file.read_text(encoding="utf-8", errors="replace")
-        if '"backend"' in text or '"cloud"' in text:
-            return True
-    return False
-
-
-def local_sources(directory: Path) -> set[Path]:
-    """The directories `directory` calls as local modules (resolved)."""
-    found: set[Path] = set()
-    for tf_file in directory.glob("*.tf"):
-        text = tf_file.read_text(encoding="utf-8", errors="replace")
-        found.update((directory / src).resolve() for src in _LOCAL_SOURCE.findall(text))
-    return found
-
-
-def module_closure(directory: Path) -> set[Path]:
-    """`directory` and every local module it calls, directly or not (resolved)."""
-    seen: set[Path] = set()
-    pending = [directory.resolve()]
-    while pending:
-        current = pending.pop()
-        if current in seen or not current.is_dir():
-            continue
-        seen.add(current)
-        pending.extend(local_sources(current))
-    return seen
-
-
-def referenced_modules(trees: Iterable[Path]) -> set[Path]:
-    """Every directory that some module under `trees` calls as a local module."""
-    referenced: set[Path] = set()
-    for tree in trees:
-        for directory in _walk_module_dirs(tree):
-            referenced.update(local_sources(directory))
-    return referenced
-
-
-def is_excluded(directory: Path, base: Path, exclude: Sequence[str]) -> bool:
-    """Does `directory` (relative to `base`) match one of the `exclude` globs?"""
-    try:
-        relative = directory.resolve().relative_to(base.resolve()).as_posix()
-    except ValueError:
-        relative = directory.resolve().as_posix()
-    return any(
-        fnmatch.fnmatch(relative, pattern.rstrip("/")) or fnmatch.fnmatch(f"{relative}/", pattern)
-        for pattern in exclude
-    )
-
-
-def is_live_root(
-    directory: Path, referenced: set[Path], *, base: Path, exclude: Sequence[str] = ()
-) -> bool:
-    """The discovery rule for one directory (see the module documentation)."""
-    return (
-        directory.is_dir()
-        and directory.name not in _NEVER_ENTER
-        and not directory.name.startswith(".")
-        and _is_module_dir(directory)
-        and directory.resolve() not in referenced
-        and has_state(directory)
-        and not is_excluded(directory, base, exclude)
-    )
-
-
-def find_live_roots(
-    paths: Sequence[Path], *, base: Path | None = None, exclude: Sequence[str] = ()
-) -> list[Path]:
-    """Live root modules under `paths`, sorted; modules called by others are left out."""
-    base = base or Path.cwd()
-    referenced = referenced_modules(paths)
-    roots = {
-        directory.resolve()
-        for path in paths
-        for directory in _walk_module_dirs(path)
-        if is_live_root(directory, referenced, base=base, exclude=exclude)
-    }
-    return sorted(roots)
-
-
 # Results
-
-
-@dataclass(frozen=True)
-class AttributeChange:
-    """One changed attribute (a dotted path into nested objects), values hidden if sensitive."""
-
-    path: str
-    before: Any
-    after: Any
-    sensitive: bool = False
-    known_after_apply: bool = False
-
-    def describe(self, width: int = 120) -> str:
-        if self.sensitive:
-            return f"{self.path}: {_SENSITIVE}"
-        after = _KNOWN_AFTER_APPLY if self.known_after_apply else _short(self.after, width)
-        return f"{self.path}: {_short(self.before, width)} -> {after}"
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.sensitive:
-            return {"path": self.path, "sensitive": True}
-        data: dict[str, Any] = {"path": self.path, "before": self.before, "after": self.after}
-        if self.known_after_apply:
-            data["after"] = _KNOWN_AFTER_APPLY
-        return data
-
-
-def attribute_changes(change: Change, depth: int = 3) -> list[AttributeChange]:
-    """What differs between before and after, down to `depth` levels of nested objects."""
-    return list(
-        _differences(
-            change.before,
-            change.after,
-            change.after_unknown,
-            _either(change.before_sensitive, change.after_sensitive),
-            "",
-            depth,
-        )
-    )
-
-
-def _either(first: Any, second: Any) -> Any:
-    """Sensitivity marks of before and after merged: sensitive where either says so."""
-    if first is True or second is True:
-        return True
-    if isinstance(first, Mapping) or isinstance(second, Mapping):
-        a = first if isinstance(first, Mapping) else {}
-        b = second if isinstance(second, Mapping) else {}
-        return {k: _either(a.get(k), b.get(k)) for k in set(a) | set(b)}
-    if isinstance(first, list) or isinstance(second, list):
-        a_list = first if isinstance(first, list) else []
-        b_list = second if isinstance(second, list) else []
-        return [_either(x, y) for x, y in itertools.zip_longest(a_list, b_list)]
-    return False
-
-
-def _any_true(marks: Any) -> bool:
-    """Is any leaf of a marks structure (after_unknown, *_sensitive) true?"""
-    if isinstance(marks, Mapping):
-        return any(_any_true(v) for v in marks.values())
-    if isinstance(marks, list):
-        return any(_any_true(v) for v in marks)
-    return marks is True
-
-
-def with_unknowns(value: Any, unknown: Any) -> Any:
-    """`value` with the parts `unknown` marks replaced by "(known after apply)"."""
-    if unknown is True:
-        return _KNOWN_AFTER_APPLY
-    if isinstance(unknown, Mapping) and isinstance(value, Mapping | None):
-        base = dict(value or {})
-        return {k: with_unknowns(base.get(k), unknown.get(k)) for k in set(base) | set(unknown)}
-    if isinstance(unknown, list) and isinstance(value, list | None):
-        items = list(value or [])
-        return [with_unknowns(v, u) for v, u in itertools.zip_longest(items, unknown)]
-    return value
-
-
-def _differences(
-    before: Any, after: Any, unknown: Any, sensitive: Any, prefix: str, depth: int
-) -> Iterator[AttributeChange]:
-    if isinstance(before, Mapping) and isinstance(after, Mapping) and depth > 0:
-        marks = sensitive if isinstance(sensitive, Mapping) else {}
-        unknowns = unknown if isinstance(unknown, Mapping) else {}
-        for key in sorted(set(before) | set(after) | {k for k, v in unknowns.items() if v}):
-            yield from _differences(
-                before.get(key),
-                after.get(key),
-                unknowns.get(key),
-                True if sensitive is True else marks.get(key),
-                f"{prefix}.{key}" if prefix else str(key),
-                depth - 1,
-            )
-        return
-    is_unknown = _any_true(unknown)
-    if before != after or is_unknown:
-        yield AttributeChange(
-            prefix or "(value)",
-            before,
-            after if unknown is True else with_unknowns(after, unknown),
-            sensitive=_any_true(sensitive),
-            known_after_apply=unknown is True,
-        )
-
-
-def _short(value: Any, width: int) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 @dataclass
@@ -326,7 +99,7 @@ class DriftResult:
 
     def table(self) -> str:
         """The changes as text: one section per kind of drift, one line per change."""
-        return "\n".join(_table_lines(self))
+        return report.table(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -334,76 +107,12 @@ class DriftResult:
             "directory": str(self.directory),
             "status": self.status,
             "counts": self.counts,
-            "configuration_drift": [_change_dict(c) for c in self.configuration_drift],
-            "state_drift": [_change_dict(c) for c in self.state_drift],
-            "output_changes": [_output_dict(o, self.plan) for o in self.output_changes],
+            "configuration_drift": [report.change_dict(c) for c in self.configuration_drift],
+            "state_drift": [report.change_dict(c) for c in self.state_drift],
+            "output_changes": [report.output_dict(o, self.plan) for o in self.output_changes],
             "error": self.error,
             "seconds": round(self.seconds, 2),
         }
-
-
-def _change_dict(change: Change) -> dict[str, Any]:
-    return {
-        "address": change.address,
-        "action": change.action,
-        "reason": change.action_reason,
-        "attributes": [a.to_dict() for a in attribute_changes(change)]
-        if change.action in ("update", "replace")
-        else [],
-    }
-
-
-def _output_dict(output: OutputChange, plan: Plan | None) -> dict[str, Any]:
-    if output.sensitive:
-        return {"name": output.name, "action": output.action, "sensitive": True}
-    return {
-        "name": output.name,
-        "action": output.action,
-        "before": output.before,
-        "after": output_after(output, plan),
-    }
-
-
-def output_after(output: OutputChange, plan: Plan | None) -> Any:
-    """An output's planned value, "(known after apply)" where it is not known yet."""
-    raw = ((plan.raw if plan else {}).get("output_changes") or {}).get(output.name) or {}
-    return with_unknowns(output.after, raw.get("after_unknown"))
-
-
-SECTIONS = (
-    ("configuration_drift", "configuration drift (the code differs from the state)"),
-    ("state_drift", "state drift (objects changed outside Terraform, found by refresh)"),
-    ("output_changes", "output changes"),
-)
-
-
-def _table_lines(result: DriftResult) -> Iterator[str]:
-    for key, title in SECTIONS:
-        if key == "output_changes":
-            outputs = result.output_changes
-            if outputs:
-                yield f"{title}: {len(outputs)}"
-                width = max(len(o.name) for o in outputs)
-                for o in outputs:
-                    if o.sensitive:
-                        value = _SENSITIVE
-                    else:
-                        after = output_after(o, result.plan)
-                        value = f"{_short(o.before, 80)} -> {_short(after, 80)}"
-                    yield f"  {o.name:<{width}}  {o.action:<7}  {value}"
-            continue
-        changes: list[Change] = getattr(result, key)
-        if not changes:
-            continue
-        yield f"{title}: {len(changes)}"
-        width = max(len(c.address) for c in changes)
-        yield f"  {'ADDRESS':<{width}}  {'ACTION':<7}  CHANGED"
-        for change in changes:
-            attributes = attribute_changes(change) if change.action in ("update", "replace") else []
-            names = ", ".join(a.path for a in attributes)
-            yield f"  {change.address:<{width}}  {change.action:<7}  {names}".rstrip()
-            for attribute in attributes:
-                yield f"  {'':<{width}}  {'':<7}    {attribute.describe(100)}"
 
 
 # Checking
@@ -502,9 +211,9 @@ def _plan(
             log.info("[drift %s] init reused from %s", name, init_cache.directory / key)
     # A local backend's default state sits beside the code and is not copied along with it.
     # Copied after init: the cache never holds a copy of a state.
-    state = live_dir / _DEFAULT_STATE
+    state = live_dir / DEFAULT_STATE
     if state.is_file():
-        shutil.copy2(state, module_dir / _DEFAULT_STATE)
+        shutil.copy2(state, module_dir / DEFAULT_STATE)
     plan_file = workdir / "drift.tfplan"
     plan_args = ["plan", "-detailed-exitcode", "-lock=false", "-refresh=true", f"-out={plan_file}"]
     # -json: its messages say whether refresh found drift, which the exit code does not.
@@ -776,10 +485,3 @@ class DriftRun:
                     self.workdir / "builtin-only",
                 )
             return self._builtin_only
-
-
-def relative_name(directory: Path, base: Path) -> str:
-    try:
-        return directory.resolve().relative_to(base.resolve()).as_posix() or "."
-    except ValueError:
-        return directory.resolve().as_posix()

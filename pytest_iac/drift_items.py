@@ -4,7 +4,7 @@ Loaded by plugin.py as a plugin of its own. Live root modules are collected only
 run, one whose `-m` expression names `drift` (`pytest -m drift live/`), so a plain `pytest`
 never plans live configuration. In a drift run the directories of ini `iac_live_dirs` are
 added to the paths to collect unless paths are given on the command line. Each live root
-module (the rule: `pytest_iac.drift`) becomes one item, `<dir>::drift`, marked `drift`.
+module (the rule: `pytest_iac.live`) becomes one item, `<dir>::drift`, marked `drift`.
 
 When the first drift item is set up, every selected drift item's check starts in the run's
 pool of `iac_drift_workers` threads (each waits on terraform); each item's setup then waits
@@ -25,19 +25,16 @@ import pytest
 
 from pytest_iac import report as reports
 from pytest_iac import vcs
-from pytest_iac.drift import (
-    BackendConfig,
-    DriftResult,
-    DriftRun,
+from pytest_iac.drift import BackendConfig, DriftResult, DriftRun, parse_backend_config
+from pytest_iac.errors import IacError
+from pytest_iac.fixtures import RUN_KEY
+from pytest_iac.live import (
     find_live_roots,
     is_live_root,
     module_closure,
-    parse_backend_config,
     referenced_modules,
     relative_name,
 )
-from pytest_iac.errors import IacError
-from pytest_iac.fixtures import RUN_KEY
 from pytest_iac.plan import Plan
 
 _STATE_KEY = pytest.StashKey["_DriftState"]()

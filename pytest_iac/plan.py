@@ -1,14 +1,21 @@
-"""`Plan` and `Change`: what `terraform show -json PLANFILE` says a plan would do."""
+"""`Plan` and `Change`: what `terraform show -json PLANFILE` says a plan would do.
+
+Also the attribute-level diff of a change (`attribute_changes()`), sensitive values hidden
+and values known only after apply said so.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Action = Literal["create", "update", "delete", "replace", "read", "no-op"]
 
-_SENSITIVE = "(sensitive)"
+SENSITIVE = "(sensitive)"
+KNOWN_AFTER_APPLY = "(known after apply)"
 
 
 @dataclass(frozen=True)
@@ -52,11 +59,11 @@ class Change:
     def describe(self, attribute: str) -> str:
         """`attribute: before -> after`, with sensitive values hidden."""
         if self.is_sensitive(attribute):
-            return f"{attribute}: {_SENSITIVE}"
+            return f"{attribute}: {SENSITIVE}"
         before = self.before.get(attribute) if isinstance(self.before, Mapping) else None
         after = self.after.get(attribute) if isinstance(self.after, Mapping) else None
         unknown = isinstance(self.after_unknown, Mapping) and self.after_unknown.get(attribute)
-        return f"{attribute}: {before!r} -> {'(known after apply)' if unknown else repr(after)}"
+        return f"{attribute}: {before!r} -> {KNOWN_AFTER_APPLY if unknown else repr(after)}"
 
 
 @dataclass(frozen=True)
@@ -157,3 +164,121 @@ def _change(rc: Mapping[str, Any]) -> Change:
         after_sensitive=change.get("after_sensitive"),
         action_reason=rc.get("action_reason"),
     )
+
+
+# The attribute-level diff
+
+
+@dataclass(frozen=True)
+class AttributeChange:
+    """One changed attribute (a dotted path into nested objects), values hidden if sensitive."""
+
+    path: str
+    before: Any
+    after: Any
+    sensitive: bool = False
+    known_after_apply: bool = False
+
+    def describe(self, width: int = 120) -> str:
+        if self.sensitive:
+            return f"{self.path}: {SENSITIVE}"
+        after = KNOWN_AFTER_APPLY if self.known_after_apply else short(self.after, width)
+        return f"{self.path}: {short(self.before, width)} -> {after}"
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.sensitive:
+            return {"path": self.path, "sensitive": True}
+        data: dict[str, Any] = {"path": self.path, "before": self.before, "after": self.after}
+        if self.known_after_apply:
+            data["after"] = KNOWN_AFTER_APPLY
+        return data
+
+
+def attribute_changes(change: Change, depth: int = 3) -> list[AttributeChange]:
+    """What differs between before and after, down to `depth` levels of nested objects."""
+    return list(
+        _differences(
+            change.before,
+            change.after,
+            change.after_unknown,
+            _either(change.before_sensitive, change.after_sensitive),
+            "",
+            depth,
+        )
+    )
+
+
+def _either(first: Any, second: Any) -> Any:
+    """Sensitivity marks of before and after merged: sensitive where either says so."""
+    if first is True or second is True:
+        return True
+    if isinstance(first, Mapping) or isinstance(second, Mapping):
+        a = first if isinstance(first, Mapping) else {}
+        b = second if isinstance(second, Mapping) else {}
+        return {k: _either(a.get(k), b.get(k)) for k in set(a) | set(b)}
+    if isinstance(first, list) or isinstance(second, list):
+        a_list = first if isinstance(first, list) else []
+        b_list = second if isinstance(second, list) else []
+        return [_either(x, y) for x, y in itertools.zip_longest(a_list, b_list)]
+    return False
+
+
+def _any_true(marks: Any) -> bool:
+    """Is any leaf of a marks structure (after_unknown, *_sensitive) true?"""
+    if isinstance(marks, Mapping):
+        return any(_any_true(v) for v in marks.values())
+    if isinstance(marks, list):
+        return any(_any_true(v) for v in marks)
+    return marks is True
+
+
+def with_unknowns(value: Any, unknown: Any) -> Any:
+    """`value` with the parts `unknown` marks replaced by "(known after apply)"."""
+    if unknown is True:
+        return KNOWN_AFTER_APPLY
+    if isinstance(unknown, Mapping) and isinstance(value, Mapping | None):
+        base = dict(value or {})
+        return {k: with_unknowns(base.get(k), unknown.get(k)) for k in set(base) | set(unknown)}
+    if isinstance(unknown, list) and isinstance(value, list | None):
+        items = list(value or [])
+        return [with_unknowns(v, u) for v, u in itertools.zip_longest(items, unknown)]
+    return value
+
+
+def _differences(
+    before: Any, after: Any, unknown: Any, sensitive: Any, prefix: str, depth: int
+) -> Iterator[AttributeChange]:
+    if isinstance(before, Mapping) and isinstance(after, Mapping) and depth > 0:
+        marks = sensitive if isinstance(sensitive, Mapping) else {}
+        unknowns = unknown if isinstance(unknown, Mapping) else {}
+        for key in sorted(set(before) | set(after) | {k for k, v in unknowns.items() if v}):
+            yield from _differences(
+                before.get(key),
+                after.get(key),
+                unknowns.get(key),
+                True if sensitive is True else marks.get(key),
+                f"{prefix}.{key}" if prefix else str(key),
+                depth - 1,
+            )
+        return
+    is_unknown = _any_true(unknown)
+    if before != after or is_unknown:
+        yield AttributeChange(
+            prefix or "(value)",
+            before,
+            after if unknown is True else with_unknowns(after, unknown),
+            sensitive=_any_true(sensitive),
+            known_after_apply=unknown is True,
+        )
+
+
+def short(value: Any, width: int) -> str:
+    """`value` as one line of JSON, cut to `width` characters."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def output_after(output: OutputChange, plan: Plan | None) -> Any:
+    """An output's planned value, "(known after apply)" where it is not known yet."""
+    raw = ((plan.raw if plan else {}).get("output_changes") or {}).get(output.name) or {}
+    return with_unknowns(output.after, raw.get("after_unknown"))

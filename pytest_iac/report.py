@@ -1,20 +1,97 @@
-"""Drift reports: the terminal summary lines, JSON and Markdown. No pytest import here.
+"""Drift reports: a result's table and dictionary, the summary lines, JSON and Markdown.
 
-Every function takes the results as dictionaries (`DriftResult.to_dict()`), the form in
-which they travel from pytest-xdist workers to the controller.
+`table()`, `change_dict()` and `output_dict()` render a `DriftResult`; every other function
+takes the results as dictionaries (`DriftResult.to_dict()`), the form in which they travel
+from pytest-xdist workers to the controller. No pytest import here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pytest_iac.plan import (
+    SENSITIVE,
+    Change,
+    OutputChange,
+    Plan,
+    attribute_changes,
+    output_after,
+    short,
+)
+
+if TYPE_CHECKING:
+    from pytest_iac.drift import DriftResult
 
 SCHEMA_VERSION = 1
 _ICONS = {"clean": "✅", "drift": "❌", "error": "⚠️"}
+
+
+def change_dict(change: Change) -> dict[str, Any]:
+    return {
+        "address": change.address,
+        "action": change.action,
+        "reason": change.action_reason,
+        "attributes": [a.to_dict() for a in attribute_changes(change)]
+        if change.action in ("update", "replace")
+        else [],
+    }
+
+
+def output_dict(output: OutputChange, plan: Plan | None) -> dict[str, Any]:
+    if output.sensitive:
+        return {"name": output.name, "action": output.action, "sensitive": True}
+    return {
+        "name": output.name,
+        "action": output.action,
+        "before": output.before,
+        "after": output_after(output, plan),
+    }
+
+
+SECTIONS = (
+    ("configuration_drift", "configuration drift (the code differs from the state)"),
+    ("state_drift", "state drift (objects changed outside Terraform, found by refresh)"),
+    ("output_changes", "output changes"),
+)
+
+
+def table(result: DriftResult) -> str:
+    """The changes as text: one section per kind of drift, one line per change."""
+    return "\n".join(_table_lines(result))
+
+
+def _table_lines(result: DriftResult) -> Iterator[str]:
+    for key, title in SECTIONS:
+        if key == "output_changes":
+            outputs = result.output_changes
+            if outputs:
+                yield f"{title}: {len(outputs)}"
+                width = max(len(o.name) for o in outputs)
+                for o in outputs:
+                    if o.sensitive:
+                        value = SENSITIVE
+                    else:
+                        after = output_after(o, result.plan)
+                        value = f"{short(o.before, 80)} -> {short(after, 80)}"
+                    yield f"  {o.name:<{width}}  {o.action:<7}  {value}"
+            continue
+        changes: list[Change] = getattr(result, key)
+        if not changes:
+            continue
+        yield f"{title}: {len(changes)}"
+        width = max(len(c.address) for c in changes)
+        yield f"  {'ADDRESS':<{width}}  {'ACTION':<7}  CHANGED"
+        for change in changes:
+            attributes = attribute_changes(change) if change.action in ("update", "replace") else []
+            names = ", ".join(a.path for a in attributes)
+            yield f"  {change.address:<{width}}  {change.action:<7}  {names}".rstrip()
+            for attribute in attributes:
+                yield f"  {'':<{width}}  {'':<7}    {attribute.describe(100)}"
 
 
 def summary_line(result: Mapping[str, Any]) -> str:
@@ -134,10 +211,7 @@ def _attribute_md(attribute: Mapping[str, Any]) -> str:
 
 
 def _code(value: Any, width: int = 60) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
-    if len(text) > width:
-        text = text[: width - 3] + "..."
-    return "`" + text.replace("|", "\\|").replace("`", "'") + "`"
+    return "`" + short(value, width).replace("|", "\\|").replace("`", "'") + "`"
 
 
 def write_markdown(path: Path, report: Mapping[str, Any]) -> list[Path]:

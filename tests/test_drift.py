@@ -23,8 +23,8 @@ import boto3
 import git
 import pytest
 
-from pytest_iac.drift import find_live_roots
 from pytest_iac.engine import cli_config
+from pytest_iac.live import find_live_roots
 from tests.conftest import EXAMPLES, free_port, leftovers
 
 BUCKET = "drift-live-state"

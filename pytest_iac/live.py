@@ -1,0 +1,135 @@
+"""Discovery of live root modules: which directories a drift run checks. No pytest import.
+
+A *live root module* is a directory of live configuration that Terraform runs directly (for
+example `live/prod/network`), as opposed to a module that only serves others. The rule
+`find_live_roots()` applies:
+
+- the directory holds `*.tf` or `*.tf.json` files;
+- neither it nor any directory above it (up to the path searched) is hidden or `.terraform`;
+- no directory in the searched trees calls it as a local module (`source = "../x"`);
+- it has state to compare with: it declares a backend (a `backend "..."` or `cloud` block)
+  or holds a local `terraform.tfstate`. A module nobody calls yet, with neither, is a
+  reusable module (one tested in a sandbox, say), not deployed configuration;
+- it matches none of the `exclude` globs (fnmatch against its path relative to `base`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+# `source = "./x"` or `source = "../x"`: a local module call.
+_LOCAL_SOURCE = re.compile(r"""^\s*source\s*=\s*"(\.{1,2}/[^"]*)"\s*$""", re.MULTILINE)
+_BACKEND_BLOCK = re.compile(r"""^\s*(?:backend\s+"[^"]+"|cloud)\s*\{""", re.MULTILINE)
+_NEVER_ENTER = {".terraform", "__pycache__", "node_modules", "venv", "site-packages"}
+DEFAULT_STATE = "terraform.tfstate"  # a local backend's state without a `path`
+
+
+def _is_module_dir(directory: Path) -> bool:
+    return any(directory.glob("*.tf")) or any(directory.glob("*.tf.json"))
+
+
+def _walk_module_dirs(top: Path) -> Iterator[Path]:
+    """Directories with Terraform files under `top`, hidden ones and `.terraform` skipped."""
+    for current, dirs, _files in os.walk(top):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NEVER_ENTER)
+        directory = Path(current)
+        if _is_module_dir(directory):
+            yield directory
+
+
+def has_state(directory: Path) -> bool:
+    """Does `directory` declare a backend or hold a local state (see the discovery rule)?"""
+    if (directory / DEFAULT_STATE).is_file():
+        return True
+    for tf_file in directory.glob("*.tf"):
+        if _BACKEND_BLOCK.search(tf_file.read_text(encoding="utf-8", errors="replace")):
+            return True
+    for json_file in directory.glob("*.tf.json"):
+        text = json_file.read_text(encoding="utf-8", errors="replace")
+        if '"backend"' in text or '"cloud"' in text:
+            return True
+    return False
+
+
+def local_sources(directory: Path) -> set[Path]:
+    """The directories `directory` calls as local modules (resolved)."""
+    found: set[Path] = set()
+    for tf_file in directory.glob("*.tf"):
+        text = tf_file.read_text(encoding="utf-8", errors="replace")
+        found.update((directory / src).resolve() for src in _LOCAL_SOURCE.findall(text))
+    return found
+
+
+def module_closure(directory: Path) -> set[Path]:
+    """`directory` and every local module it calls, directly or not (resolved)."""
+    seen: set[Path] = set()
+    pending = [directory.resolve()]
+    while pending:
+        current = pending.pop()
+        if current in seen or not current.is_dir():
+            continue
+        seen.add(current)
+        pending.extend(local_sources(current))
+    return seen
+
+
+def referenced_modules(trees: Iterable[Path]) -> set[Path]:
+    """Every directory that some module under `trees` calls as a local module."""
+    referenced: set[Path] = set()
+    for tree in trees:
+        for directory in _walk_module_dirs(tree):
+            referenced.update(local_sources(directory))
+    return referenced
+
+
+def is_excluded(directory: Path, base: Path, exclude: Sequence[str]) -> bool:
+    """Does `directory` (relative to `base`) match one of the `exclude` globs?"""
+    try:
+        relative = directory.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        relative = directory.resolve().as_posix()
+    return any(
+        fnmatch.fnmatch(relative, pattern.rstrip("/")) or fnmatch.fnmatch(f"{relative}/", pattern)
+        for pattern in exclude
+    )
+
+
+def is_live_root(
+    directory: Path, referenced: set[Path], *, base: Path, exclude: Sequence[str] = ()
+) -> bool:
+    """The discovery rule for one directory (see the module documentation)."""
+    return (
+        directory.is_dir()
+        and directory.name not in _NEVER_ENTER
+        and not directory.name.startswith(".")
+        and _is_module_dir(directory)
+        and directory.resolve() not in referenced
+        and has_state(directory)
+        and not is_excluded(directory, base, exclude)
+    )
+
+
+def find_live_roots(
+    paths: Sequence[Path], *, base: Path | None = None, exclude: Sequence[str] = ()
+) -> list[Path]:
+    """Live root modules under `paths`, sorted; modules called by others are left out."""
+    base = base or Path.cwd()
+    referenced = referenced_modules(paths)
+    roots = {
+        directory.resolve()
+        for path in paths
+        for directory in _walk_module_dirs(path)
+        if is_live_root(directory, referenced, base=base, exclude=exclude)
+    }
+    return sorted(roots)
+
+
+def relative_name(directory: Path, base: Path) -> str:
+    try:
+        return directory.resolve().relative_to(base.resolve()).as_posix() or "."
+    except ValueError:
+        return directory.resolve().as_posix()
