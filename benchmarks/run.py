@@ -18,7 +18,8 @@ Workloads (every variant runs in a fresh copy of the generated modules, made bef
   engine. The variants run interleaved, round after round, and medians are compared.
 - engines: the cost of one command (`terraform version`) through pytest-iac's runner on each
   engine (the embedded engine's first command waits for its worker to load the library).
-- drift: benchmarks/drift.py's workload (100 local and 20 S3 live directories), when present.
+- drift: benchmarks/drift.py's workloads (distinct backends, a real provider on moto, identical
+  backend blocks), when present.
 - scale: peak memory of pytest runs with 50 and 200 deployments (and the traced Python memory
   after each deployment, whose slope shows a leak); collection time of 1,000 live root modules
   in a drift run.
