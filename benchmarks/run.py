@@ -23,6 +23,9 @@ Workloads (every variant runs in a fresh copy of the generated modules, made bef
 - scale: peak memory of pytest runs with 50 and 200 deployments (and the traced Python memory
   after each deployment, whose slope shows a leak); collection time of 1,000 live root modules
   in a drift run.
+- plain: what the installed plugin costs a run with no infrastructure test: `pytest
+  --collect-only` of a plain test file with and without the plugin, and the import time of
+  `pytest_iac.plugin` beyond pytest's own (`python -X importtime`).
 
 Figures are wall-clock times on this machine: compare ratios from one run, never absolute
 times across machines.
@@ -527,6 +530,53 @@ def collection(python: Path, work: Path, count: int, rounds: int) -> dict[str, A
     return {"count": count, "wall": median(walls), "collection": median(phases)}
 
 
+def plain(python: Path, work: Path, rounds: int) -> dict[str, Any]:
+    """The plugin's cost in a run that has no infrastructure test: it must write nothing."""
+    print(f"plain: a run without infrastructure tests ({rounds} rounds)", flush=True)
+    env = base_env(work / "plain")
+    tree = work / "trees" / "plain"
+    write(tree / "pytest.ini", "[pytest]\n")
+    write(tree / "test_plain.py", "def test_plain():\n    pass\n")
+    base = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q"]
+    variants = {"without": base, "with": [*base, "-p", "pytest_iac.plugin"]}
+    times: dict[str, list[float]] = {key: [] for key in variants}
+    for number in range(rounds + 1):  # the first round warms the file cache up
+        for key, argv in variants.items():
+            seconds, _ = timed(argv, tree, env, work / "plain.log")
+            if number:
+                times[key].append(seconds)
+    written = [str(p) for p in (work / "plain").rglob("*")]
+    if written:
+        raise BenchError(f"a run without infrastructure tests wrote files: {written[:5]}")
+    # pytest loads the plugin and the two it names (pytest_plugins); pytest itself first.
+    plugins = ("pytest_iac.plugin", "pytest_iac.drift_items", "pytest_iac.aws_plugin")
+    code = f"import pytest; import {', '.join(plugins)}"
+    imports: list[float] = []
+    for _ in range(rounds):
+        result = subprocess.run(
+            [str(python), "-X", "importtime", "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        # "import time: self [us] | cumulative | name", nested imports indented: the
+        # outermost line of each plugin module holds all it imported beyond pytest.
+        imports.append(
+            sum(
+                int(line.split("|")[1]) / 1e6
+                for line in result.stderr.splitlines()
+                if line.endswith(tuple(f"| {name}" for name in plugins))
+            )
+        )
+    shutil.rmtree(tree)
+    return {
+        "without": median(times["without"]),
+        "with": median(times["with"]),
+        "import": median(imports),
+    }
+
+
 # Describing the machine and the versions
 
 
@@ -747,6 +797,17 @@ def report(results: dict[str, Any], header: list[str], rounds: int, peers: bool)
             f"{col['wall']:.2f} s; target < 2 s " + verdict(col["collection"], 2.0, below=True)
         )
         lines.append("")
+    plain_run = results.get("plain")
+    if plain_run:
+        lines.append(
+            "Plain run (no infrastructure test): `pytest --collect-only` of one test file "
+            f"{plain_run['without'] * 1000:.0f} ms without the plugin, "
+            f"{plain_run['with'] * 1000:.0f} ms with it "
+            f"(+{(plain_run['with'] - plain_run['without']) * 1000:.0f} ms), of which "
+            f"{plain_run['import'] * 1000:.0f} ms import pytest-iac (`python -X importtime`, "
+            "after pytest); no file written"
+        )
+        lines.append("")
     return lines
 
 
@@ -756,8 +817,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="lifecycle rounds (default 5, quick 3)")
     parser.add_argument(
         "--only",
-        default="lifecycle,engines,drift,memory,collection",
-        help="comma-separated workloads: lifecycle, engines, drift (benchmarks/drift.py), "
+        default="plain,lifecycle,engines,drift,memory,collection",
+        help="comma-separated workloads: plain, lifecycle, engines, drift (benchmarks/drift.py), "
         "memory, collection",
     )
     parser.add_argument("--binary", help="terraform binary (default: terraform, then tofu)")
@@ -797,6 +858,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="pytest-iac-bench-"))
     results: dict[str, Any] = {"header": header, "versions": found}
     try:
+        if "plain" in wanted:
+            results["plain"] = plain(python, work, 5 if args.quick else 10)
         if "lifecycle" in wanted:
             results["lifecycle"] = lifecycle(python, binary, work, rounds, not args.no_peers)
         if "engines" in wanted:

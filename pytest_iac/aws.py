@@ -14,13 +14,13 @@ import datetime
 import logging
 import os
 import re
-import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_iac import providers
 from pytest_iac.errors import IacError
 from pytest_iac.sandbox import Event, Stack
 
@@ -32,7 +32,6 @@ AWS_PROVIDER = "registry.terraform.io/hashicorp/aws"
 SANDBOX_KINDS = ("account", "moto")
 MOTO_REGION = "us-east-1"
 MOTO_CREDENTIALS = "testing"
-REGISTRY = ("registry.terraform.io", 443)
 
 # Variables that would take boto3 or Terraform somewhere else than the moto server.
 _ELSEWHERE = re.compile(
@@ -472,18 +471,9 @@ def declares_tags(module_dir: Path) -> bool:
 
 def provider_unavailable(mirrors: Sequence[Path], timeout: float = 3.0) -> str | None:
     """Why hashicorp/aws cannot be installed (no mirror holds it, no registry), or None."""
-    for mirror in mirrors:
-        if (mirror / AWS_PROVIDER).is_dir():
-            return None
-    try:
-        socket.create_connection(REGISTRY, timeout=timeout).close()
-    except OSError as error:
-        searched = ", ".join(str(m) for m in mirrors) or "none configured"
-        return (
-            f"the hashicorp/aws provider cannot be installed: no provider mirror holds it "
-            f"(mirrors: {searched}) and {REGISTRY[0]} is unreachable ({error}). To run these "
-            "tests, make a mirror where there is network (`terraform providers mirror DIR` in "
-            "a module that requires hashicorp/aws) and pass --iac-provider-mirror=DIR "
-            "(or PYTEST_IAC_PROVIDER_MIRROR=DIR), or run with network access."
-        )
-    return None
+    if providers.mirrored(AWS_PROVIDER, mirrors):
+        return None
+    why = providers.unreachable(providers.DEFAULT_REGISTRY, timeout)
+    if why is None:
+        return None
+    return providers.explain("hashicorp/aws", mirrors, providers.DEFAULT_REGISTRY, why)

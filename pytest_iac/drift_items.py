@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.mark import MarkMatcher  # how -m matches an item's markers
+from _pytest.mark.expression import Expression
 
 from pytest_iac import report as reports
 from pytest_iac import vcs
@@ -105,6 +107,8 @@ class _DriftState:
     workers: int = 1
     vcs: vcs.VcsInfo | None = None
     pooled: bool = False  # the items of a run without xdist were all submitted
+    found: int = 0  # live roots collected (before -k deselects any)
+    collected_by_workers: int = 0  # items an xdist controller's workers collected
     _referenced: set[Path] | None = None
     _drift_run: DriftRun | None = None
 
@@ -115,7 +119,15 @@ class _DriftState:
 
 
 def _selects_drift(config: pytest.Config) -> bool:
-    return bool(re.search(r"\bdrift\b", config.getoption("markexpr", "") or ""))
+    """Does `-m` name `drift` in a way that can select a drift item (not `-m "not drift"`)?"""
+    markexpr = config.getoption("markexpr", "") or ""
+    if not re.search(r"\bdrift\b", markexpr):
+        return False
+    try:
+        expression = Expression.compile(markexpr)
+    except Exception:  # SyntaxError; ParseError in pytest before 8.4
+        return False  # pytest itself says what is wrong with it
+    return expression.evaluate(MarkMatcher.from_markers([pytest.mark.drift.mark]))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -231,6 +243,7 @@ def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Col
         path, state.referenced(), base=parent.config.rootpath, exclude=state.exclude
     ):
         return None
+    state.found += 1
     return LiveDir.from_parent(parent, path=path)
 
 
@@ -439,6 +452,9 @@ def iac_drift(request: pytest.FixtureRequest) -> Plan:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     config = terminalreporter.config
     state = config.stash[_STATE_KEY]
+    # An xdist controller collects nothing itself: it only knows how many items its workers did.
+    if state.enabled and not state.found and not state.collected_by_workers:
+        terminalreporter.line(_nothing_found(config), yellow=True)
     if not state.results:
         return
     terminalreporter.section("pytest-iac: drift")
@@ -449,6 +465,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.line(reports.summary_line(result), **markup)
     for path in _written(config):
         terminalreporter.line(f"drift report: {path}")
+
+
+def _nothing_found(config: pytest.Config) -> str:
+    looked = ", ".join(relative_name(p, config.rootpath) for p in _live_trees(config))
+    return (
+        f"pytest-iac: -m drift found no live root module (looked under: {looked}). A live root is a "
+        "directory of .tf (or .tf.json) files, not hidden, that no module calls as a local "
+        "source, with a backend (or cloud) block or a local terraform.tfstate, and matching "
+        "no iac_live_exclude glob. Name the live directories (`pytest -m drift live/`) or "
+        "list them in ini iac_live_dirs."
+    )
 
 
 _WRITTEN_KEY = pytest.StashKey[list[Path]]()
@@ -462,6 +489,8 @@ def _written(config: pytest.Config) -> list[Path]:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     state = config.stash[_STATE_KEY]
+    if config.pluginmanager.has_plugin("dsession"):
+        state.collected_by_workers = session.testscollected
     if state._drift_run is not None:
         state._drift_run.close()  # after -x or Ctrl-C: checks not started yet are dropped
     if _is_worker(config) or not (state.report_json or state.report_md):

@@ -27,8 +27,13 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from pytest_iac import embedded
-from pytest_iac.errors import EngineNotFoundError, TerraformError, TerraformTimeoutError
+from pytest_iac import embedded, providers
+from pytest_iac.errors import (
+    EngineNotFoundError,
+    ProviderUnavailableError,
+    TerraformError,
+    TerraformTimeoutError,
+)
 from pytest_iac.redact import redact
 
 log = logging.getLogger("pytest_iac")
@@ -75,10 +80,12 @@ class Engine:
     path: Path  # the binary, or the shared library
     embedded: bool = False
 
-    def describe(self, version: str) -> str:
+    def describe(self, version: str | None) -> str:
+        """`terraform 1.11.4 (/usr/bin/terraform)`; without the version where it is not known."""
+        named = f"{self.name} {version}" if version else self.name
         if self.embedded:
-            return f"embedded {self.name} {version}"
-        return f"{self.name} {version} ({self.path})"
+            return f"embedded {named}" if version else f"embedded {named} ({self.path})"
+        return f"{named} ({self.path})"
 
 
 def find_engine(requested: str | None = None) -> Engine:
@@ -192,16 +199,15 @@ class Terraform:
     def version(self) -> str:
         if self._version is None:
             # Cached across runs: asking costs a terraform process on every run.
-            key = _version_key(self.engine)
-            versions = self.settings.plugin_cache_dir
-            store = versions / ".pytest-iac-versions.json" if versions and key else None
-            cached = _read_json(store).get(key) if store and key else None
-            if isinstance(cached, str):
+            cached = known_version(self.engine, self.settings.plugin_cache_dir)
+            if cached is not None:
                 self._version = cached
             else:
                 result = self.run(["version", "-json"], cwd=Path.cwd(), quiet=True)
                 self._version = str(json.loads(result.stdout)["terraform_version"])
-                if store is not None and key is not None:
+                key = _version_key(self.engine)
+                if self.settings.plugin_cache_dir is not None and key is not None:
+                    store = _versions_file(self.settings.plugin_cache_dir)
                     _write_json(store, {**_read_json(store), key: self._version})
         return self._version
 
@@ -251,15 +257,27 @@ class Terraform:
             with attempt:
                 result = self._run_once(args, cwd, full_env, label, module, quiet)
                 if result.returncode not in ok_codes:
-                    raise TerraformError(
-                        args, cwd, result.returncode, redact(result.output), module=module
-                    )
+                    raise self._failed(args, cwd, result, module)
         return result
 
+    def _failed(
+        self, args: list[str], cwd: Path, result: Result, module: str | None
+    ) -> TerraformError:
+        output = redact(result.output)
+        # A registry that cannot be reached looks like a blip; offline, retrying only waits.
+        offline = args[0] == "init" and providers.unavailable(
+            result.output, self.settings.provider_mirrors
+        )
+        if offline:
+            return ProviderUnavailableError(
+                args, cwd, result.returncode, output, module=module, hint=offline
+            )
+        return TerraformError(args, cwd, result.returncode, output, module=module)
+
     def _is_transient(self, error: BaseException) -> bool:
-        if isinstance(error, TerraformTimeoutError) or not isinstance(error, TerraformError):
+        if isinstance(error, TerraformTimeoutError | ProviderUnavailableError):
             return False
-        return bool(self._retryable.search(error.output))
+        return isinstance(error, TerraformError) and bool(self._retryable.search(error.output))
 
     def _run_once(
         self,
@@ -368,6 +386,19 @@ class Terraform:
         """End the idle embedded workers this process started (at the end of a run)."""
         if self.engine.embedded:
             embedded.shutdown()
+
+
+def known_version(engine: Engine, plugin_cache_dir: Path | None) -> str | None:
+    """The engine's version if an earlier run asked it (no process, nothing written)."""
+    key = _version_key(engine)
+    if plugin_cache_dir is None or key is None:
+        return None
+    cached = _read_json(_versions_file(plugin_cache_dir)).get(key)
+    return cached if isinstance(cached, str) else None
+
+
+def _versions_file(plugin_cache_dir: Path) -> Path:
+    return plugin_cache_dir / ".pytest-iac-versions.json"
 
 
 def _version_key(engine: Engine) -> str | None:

@@ -57,6 +57,10 @@ class TerraformTimeoutError(TerraformError):
     """A terraform command ran longer than the configured timeout and was stopped."""
 
 
+class ProviderUnavailableError(TerraformError):
+    """`init` cannot install a provider: no mirror holds it and its registry does not answer."""
+
+
 class DestroyError(TerraformError):
     """A destroy failed: the state and working directory are kept for a manual clean-up."""
 

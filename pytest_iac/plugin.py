@@ -17,6 +17,7 @@ from pytest_iac.engine import (
     DEFAULT_RETRYABLE_ERRORS,
     DEFAULT_TIMEOUT,
     Settings,
+    known_version,
     provider_mirrors_from_env,
 )
 from pytest_iac.errors import IacError
@@ -129,7 +130,6 @@ def pytest_configure(config: pytest.Config) -> None:
         "module; gives the test an `iac_drift` fixture with its Plan",
     )
     config.stash[RUN_KEY] = _iac_run(config)
-    config.stash[_SIGNALS_KEY] = signals.install()  # SIGTERM: the graceful path of Ctrl-C
     config.stash[_TALLY_KEY] = Tally()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "iac-xdist")
@@ -168,16 +168,25 @@ def _iac_run(config: pytest.Config) -> IacRun:
             f"iac_teardown must be one of {', '.join(TEARDOWN_POLICIES)}, not {teardown!r}"
         )
     mirrors = [
-        *(Path(m) for m in config.getoption("iac_provider_mirror")),
-        *config.getini("iac_provider_mirrors"),
-        *provider_mirrors_from_env(os.environ.get("PYTEST_IAC_PROVIDER_MIRROR")),
+        *((Path(m), "--iac-provider-mirror") for m in config.getoption("iac_provider_mirror")),
+        *((m, "ini iac_provider_mirrors") for m in config.getini("iac_provider_mirrors")),
+        *(
+            (m, "PYTEST_IAC_PROVIDER_MIRROR")
+            for m in provider_mirrors_from_env(os.environ.get("PYTEST_IAC_PROVIDER_MIRROR"))
+        ),
     ]
+    missing = [f"{origin} {path}" for path, origin in mirrors if not path.is_dir()]
+    if missing:
+        raise pytest.UsageError(
+            f"provider mirror not found: {'; '.join(missing)}. A mirror is a directory made "
+            "by `terraform providers mirror DIR`."
+        )
     settings = Settings(
         timeout=number("iac_timeout", "iac_timeout", float, DEFAULT_TIMEOUT),
         retries=int(number("iac_retries", "iac_retries", int, 3)),
         retry_wait=number("iac_retry_wait", "iac_retry_wait", float, 2.0),
         retryable_errors=(*DEFAULT_RETRYABLE_ERRORS, *config.getini("iac_retryable_errors")),
-        provider_mirrors=tuple(dict.fromkeys(mirrors)),
+        provider_mirrors=tuple(dict.fromkeys(path for path, _ in mirrors)),
         plugin_cache_dir=plugin_cache(),
     )
     worker = getattr(config, "workerinput", None)
@@ -234,11 +243,33 @@ def _show_terraform_output() -> logging.Handler:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
+    """The engine the run will use: no process, nothing written (the version where known)."""
     run = config.stash[RUN_KEY]
     try:
-        return f"iac: {run.terraform.describe()}"
+        engine = run.engine
     except IacError as error:
         return f"iac: no engine ({str(error).splitlines()[0]})"
+    return f"iac: {engine.describe(known_version(engine, run.settings.plugin_cache_dir))}"
+
+
+def _handle_sigterm(config: pytest.Config) -> None:
+    """SIGTERM takes Ctrl-C's graceful path from now on (a run that plans or deploys)."""
+    if _SIGNALS_KEY not in config.stash:
+        config.stash[_SIGNALS_KEY] = signals.install()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # An xdist controller runs no test itself and cannot tell what its workers will run.
+    if session.config.pluginmanager.has_plugin("dsession"):
+        _handle_sigterm(session.config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before the first test that may deploy or plan: a run without one installs nothing."""
+    plans = item.get_closest_marker("drift") or "iac_plan" in getattr(item, "fixturenames", ())
+    if plans or deploys(item):
+        _handle_sigterm(item.config)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -279,6 +310,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
 
 
 def _cleanup_main(config: pytest.Config, session: pytest.Session) -> int:
+    _handle_sigterm(config)
     run = config.stash[RUN_KEY]
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     outcome = cleanup(

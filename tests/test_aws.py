@@ -243,7 +243,7 @@ def test_aws_tests_skip_when_the_provider_cannot_be_installed(
     result.stdout.fnmatch_lines(
         [
             "SKIPPED *the hashicorp/aws provider cannot be installed: no provider mirror "
-            "holds it (mirrors: none configured) and registry.terraform.io is unreachable*"
+            "holds it (mirrors checked: none configured) and registry.terraform.io is unreachable*"
             "--iac-provider-mirror=DIR (or PYTEST_IAC_PROVIDER_MIRROR=DIR)*"
         ]
     )

@@ -8,6 +8,7 @@ import pytest
 from conftest import leftovers
 
 import pytest_iac.embedded
+from pytest_iac import providers
 
 TEST_FILE = """
 def test_deploy(iac_deploy):
@@ -170,3 +171,73 @@ resource "terraform_data" "slow" {
     assert_short_failure(result)
     result.stdout.fnmatch_lines(["E *stopped after the timeout of 3s (--iac-timeout)*"])
     assert leftovers(iac_home) == []
+
+
+RANDOM_PROVIDER = """
+terraform {
+  required_providers {
+    random = { source = "hashicorp/random" }
+  }
+}
+
+resource "random_id" "x" {
+  byte_length = 4
+}
+"""
+
+
+def test_provider_that_cannot_be_installed_offline(
+    pytester: pytest.Pytester, iac_home: Path, tmp_path: Path
+) -> None:
+    if providers.unreachable(providers.DEFAULT_REGISTRY) is None:
+        pytest.skip("registry.terraform.io is reachable here: hashicorp/random can be installed")
+    mirror = tmp_path / "mirror"  # a mirror, but without hashicorp/random
+    (mirror / "registry.terraform.io" / "hashicorp" / "aws").mkdir(parents=True)
+    (pytester.path / "main.tf").write_text(RANDOM_PROVIDER)
+    pytester.makepyfile(test_it=TEST_FILE.format(path=".", vars={}))
+    # The default retries: an offline machine is not a blip, so none of them is used.
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--iac-provider-mirror={mirror}")
+    assert_short_failure(result)
+    result.stdout.fnmatch_lines(
+        [
+            "E   *ProviderUnavailableError: terraform init failed*",
+            "E *the hashicorp/random provider cannot be installed: no provider mirror holds it "
+            f"(mirrors checked: {mirror}*) and registry.terraform.io is unreachable (*). "
+            "Make a mirror * and pass --iac-provider-mirror=DIR*",
+        ]
+    )
+    assert "retrying" not in result.stdout.str()
+    assert leftovers(iac_home) == []
+
+
+MISSING = "no/such/mirror"
+
+
+@pytest.mark.parametrize(
+    ("args", "ini", "env", "origin"),
+    [
+        ([f"--iac-provider-mirror={MISSING}"], "", None, f"--iac-provider-mirror {MISSING}"),
+        ([], f"iac_provider_mirrors = {MISSING}\n", None, f"ini iac_provider_mirrors */{MISSING}"),
+        ([], "", MISSING, f"PYTEST_IAC_PROVIDER_MIRROR {MISSING}"),
+    ],
+)
+def test_provider_mirror_that_does_not_exist_is_a_usage_error(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    iac_home: Path,
+    args: list[str],
+    ini: str,
+    env: str | None,
+    origin: str,
+) -> None:
+    pytester.makeini(f"[pytest]\n{ini}")
+    if env is None:
+        monkeypatch.delenv("PYTEST_IAC_PROVIDER_MIRROR", raising=False)
+    else:
+        monkeypatch.setenv("PYTEST_IAC_PROVIDER_MIRROR", env)
+    result = run_deploy(pytester, ".", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"ERROR: provider mirror not found: {origin}. A mirror is a directory made by*"]
+    )
+    assert not iac_home.exists()

