@@ -470,8 +470,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def _nothing_found(config: pytest.Config) -> str:
     looked = ", ".join(relative_name(p, config.rootpath) for p in _live_trees(config))
     return (
-        f"pytest-iac: -m drift found no live root module (looked under: {looked}). A live root is a "
-        "directory of .tf (or .tf.json) files, not hidden, that no module calls as a local "
+        f"pytest-iac: -m drift found no live root module (looked under: {looked}). A live root "
+        "is a directory of .tf (or .tf.json) files, not hidden, that no module calls as a local "
         "source, with a backend (or cloud) block or a local terraform.tfstate, and matching "
         "no iac_live_exclude glob. Name the live directories (`pytest -m drift live/`) or "
         "list them in ini iac_live_dirs."
