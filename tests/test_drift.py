@@ -830,9 +830,6 @@ def test_init_is_reused_until_a_backend_setting_changes(
     assert not list(iac_home.rglob("*.tfplan"))
 
 
-LOCAL_LIVE = 'terraform {\n  backend "local" {}\n}\n\nresource "terraform_data" "x" {}\n'
-
-
 @pytest.mark.parametrize(
     "markexpr", ["not drift", "not drift and not sandbox", "slow or not (drift or x)"]
 )
@@ -840,7 +837,7 @@ def test_a_run_that_cannot_select_drift_finds_no_live_dirs_and_guards_no_trunk(
     pytester: pytest.Pytester, markexpr: str
 ) -> None:
     (pytester.path / "live" / "app").mkdir(parents=True)
-    (pytester.path / "live" / "app" / "main.tf").write_text(LOCAL_LIVE)
+    (pytester.path / "live" / "app" / "main.tf").write_text(LOCAL_LIVE % "app")
     pytester.makeini("[pytest]\niac_require_trunk = main\niac_live_dirs = live\n")
     pytester.makepyfile(
         test_plain="import sys\n\ndef test_plain():\n    assert 'git' not in sys.modules\n"
