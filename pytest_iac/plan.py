@@ -2,20 +2,37 @@
 
 Also the attribute-level diff of a change (`attribute_changes()`), sensitive values hidden
 and values known only after apply said so.
+
+Plans and changes explain themselves: `repr()` and `str()` list addresses with their actions,
+marked as `terraform plan` marks them (`+` create, `~` update, `-/+` replace, `-` delete, `<=`
+read), so a failed assertion on a plan shows what the plan does (`explain()`).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from pytest_iac.redact import redact
 
 Action = Literal["create", "update", "delete", "replace", "read", "no-op"]
 
 SENSITIVE = "(sensitive)"
 KNOWN_AFTER_APPLY = "(known after apply)"
+SYMBOLS: dict[str, str] = {
+    "create": "+",
+    "update": "~",
+    "replace": "-/+",
+    "delete": "-",
+    "read": "<=",
+    "no-op": " ",
+}
+_REPR_CHANGES = 5  # addresses in a repr: a where-line of an assertion stays one short line
+_LISTED_CHANGES = 30  # changes in str(): a plan of hundreds is summarised, not dumped
+_VALUE_WIDTH = 60
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,43 @@ class Change:
         unknown = isinstance(self.after_unknown, Mapping) and self.after_unknown.get(attribute)
         return f"{attribute}: {before!r} -> {KNOWN_AFTER_APPLY if unknown else repr(after)}"
 
+    def __repr__(self) -> str:
+        return f"<Change {self.line()}>"
+
+    def line(self) -> str:
+        """`~ terraform_data.app (update)`, as `terraform plan` marks it."""
+        return f"{SYMBOLS[self.action]} {self.address} ({self.action})"
+
+    def __str__(self) -> str:
+        """The line, then each changed attribute; sensitive values masked."""
+        changed = [f"    {a.describe(_VALUE_WIDTH)}" for a in attribute_changes(self)]
+        return redact("\n".join([self.line(), *changed]))
+
+
+class Changes(list[Change]):
+    """The changes of a plan with one action (`plan.replaces`...): a list that knows its plan.
+
+    It equals a list of addresses too: `plan.replaces == ["terraform_data.app"]`.
+    """
+
+    def __init__(self, changes: Iterable[Change] = (), plan: Plan | None = None) -> None:
+        super().__init__(changes)
+        self.plan = plan
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, list | tuple) and other and all(isinstance(o, str) for o in other):
+            return [c.address for c in self] == list(other)
+        return super().__eq__(other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # a list: unhashable
+
+    @property
+    def addresses(self) -> list[str]:
+        return [c.address for c in self]
+
 
 @dataclass(frozen=True)
 class OutputChange:
@@ -81,12 +135,22 @@ class OutputChange:
 
 @dataclass(frozen=True)
 class Plan:
-    """A plan, parsed. Built from the JSON of `terraform show -json PLANFILE`."""
+    """A plan, parsed. Built from the JSON of `terraform show -json PLANFILE`.
+
+    `raw` is that JSON, whole, for what the parsed fields leave out: `raw["configuration"]`,
+    `raw["prior_state"]`, `raw["planned_values"]`, `raw["variables"]` (Terraform's
+    documented JSON output format). Sensitive values there are not masked.
+    """
 
     changes: list[Change]  # configuration vs state, no-ops left out
     drift: list[Change]  # objects changed outside Terraform, found by refresh
     outputs: dict[str, OutputChange]  # every output, no-ops included
     raw: dict[str, Any] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        # Lists that know their plan: an assertion on one can show the whole plan.
+        object.__setattr__(self, "changes", Changes(self.changes, self))
+        object.__setattr__(self, "drift", Changes(self.drift, self))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Plan:
@@ -109,27 +173,27 @@ class Plan:
             raw=dict(data),
         )
 
-    def _with(self, action: Action) -> list[Change]:
-        return [c for c in self.changes if c.action == action]
+    def _with(self, action: Action) -> Changes:
+        return Changes((c for c in self.changes if c.action == action), self)
 
     @property
-    def creates(self) -> list[Change]:
+    def creates(self) -> Changes:
         return self._with("create")
 
     @property
-    def updates(self) -> list[Change]:
+    def updates(self) -> Changes:
         return self._with("update")
 
     @property
-    def deletes(self) -> list[Change]:
+    def deletes(self) -> Changes:
         return self._with("delete")
 
     @property
-    def replaces(self) -> list[Change]:
+    def replaces(self) -> Changes:
         return self._with("replace")
 
     @property
-    def reads(self) -> list[Change]:
+    def reads(self) -> Changes:
         return self._with("read")
 
     @property
@@ -147,9 +211,66 @@ class Plan:
                 return change
         raise KeyError(f"{address!r} is not changed by this plan")
 
+    def counts(self) -> str:
+        """`1 to create, 1 to update, 0 to delete, 1 to replace, 0 drifted`."""
+        actions: tuple[Action, ...] = ("create", "update", "delete", "replace")
+        counts = ", ".join(f"{len(self._with(a))} to {a}" for a in actions)
+        return f"{counts}, {len(self.drift)} drifted"
+
     def __repr__(self) -> str:
-        counts = ", ".join(f"{len(self._with(a))} to {a}" for a in ("create", "update", "delete"))
-        return f"<Plan {counts}, {len(self.replaces)} to replace, {len(self.drift)} drifted>"
+        """`<Plan 0 to create, 1 to update, ...: ~ terraform_data.app>`: at most 5 addresses."""
+        shown = [f"{SYMBOLS[c.action]} {c.address}" for c in self.changes[:_REPR_CHANGES]]
+        if len(self.changes) > _REPR_CHANGES:
+            shown.append(f"... {len(self.changes) - _REPR_CHANGES} more")
+        return f"<Plan {self.counts()}" + (f": {', '.join(shown)}>" if shown else ">")
+
+    def __str__(self) -> str:
+        """The plan as lines: its counts, then each change with its changed attributes."""
+        return "\n".join(self.lines())
+
+    def lines(self, limit: int = _LISTED_CHANGES) -> list[str]:
+        lines = [f"Plan: {self.counts()}"]
+        for title, changes in (("", self.changes), ("drift (found by refresh):", self.drift)):
+            if changes and title:
+                lines.append(title)
+            for change in changes[:limit]:
+                lines.extend(f"  {line}" for line in str(change).splitlines())
+            if len(changes) > limit:
+                lines.append(f"  ... and {len(changes) - limit} more")
+        changed_outputs = self.output_changes
+        if changed_outputs:
+            names = ", ".join(f"{SYMBOLS[o.action]} {o.name}" for o in changed_outputs[:limit])
+            lines.append(f"outputs: {names}")
+        return lines
+
+
+def explain(op: str, left: object, right: object) -> list[str] | None:
+    """What a failed comparison involving a plan, a change or a list of them should show.
+
+    The plan's changes (those of the list when it has no plan), values shortened and
+    sensitive ones masked; None when neither side is one of ours.
+    """
+    shown: list[str] = []
+    for side in (left, right):
+        if isinstance(side, Plan) or (isinstance(side, Changes) and side.plan is not None):
+            plan = side if isinstance(side, Plan) else side.plan
+            assert plan is not None
+            shown = plan.lines()
+            break
+        if isinstance(side, Change):
+            shown = str(side).splitlines()
+            break
+        if isinstance(side, list) and side and all(isinstance(c, Change) for c in side):
+            shown = [line for change in side[:_LISTED_CHANGES] for line in str(change).splitlines()]
+            break
+    if not shown:
+        return None
+    return [f"{_brief(left)} {op} {_brief(right)}", *shown]
+
+
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 3] + "..."
 
 
 def _change(rc: Mapping[str, Any]) -> Change:

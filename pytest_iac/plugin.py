@@ -32,6 +32,7 @@ from pytest_iac.fixtures import (
     iac_session_deploy,
 )
 from pytest_iac.ledger import Tally
+from pytest_iac.plan import explain
 from pytest_iac.run import TEARDOWN_POLICIES, IacRun, new_run_id, plugin_cache
 from pytest_iac.sandbox import SensitiveStr
 
@@ -290,13 +291,13 @@ def pytest_runtest_makereport(
 
 
 def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:
-    """Never show a sensitive output in an assertion message, nor what it was compared to."""
+    """Show the plan behind a failed comparison of plans or changes; never a sensitive output."""
     if isinstance(left, SensitiveStr) or isinstance(right, SensitiveStr):
         return [
             f"<sensitive> {op} <sensitive>",
             "(a sensitive output: values hidden by pytest-iac)",
         ]
-    return None
+    return explain(op, left, right)
 
 
 @pytest.hookimpl(tryfirst=True)
