@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from pytest_iac.plan import Change, OutputChange, Plan
     from pytest_iac.retry import eventually
     from pytest_iac.sandbox import Outputs, Sandbox, Stack
+    from pytest_iac.upgrade import UpgradeStack
 
 # The public names are imported on first use: `python -m pytest_iac.embedded`, a process per
 # command of the embedded engine, would otherwise import pytest and the rest (~0.17 s) each time.
@@ -22,6 +23,7 @@ _MODULES = {
     "pytest_iac.plan": ("Change", "OutputChange", "Plan"),
     "pytest_iac.retry": ("eventually",),
     "pytest_iac.sandbox": ("Outputs", "Sandbox", "Stack"),
+    "pytest_iac.upgrade": ("UpgradeStack",),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -52,6 +54,7 @@ __all__ = [
     "Stack",
     "Terraform",
     "TerraformError",
+    "UpgradeStack",
     "deployment",
     "eventually",
     "find_engine",

@@ -36,6 +36,7 @@ class Deploy(Protocol):
         var_files: Sequence[str | Path] = (),
         env: Mapping[str, str] | None = None,
         backend_config: Mapping[str, Any] | None = None,
+        from_ref: str | None = None,
     ) -> Stack: ...
 
 
@@ -80,6 +81,7 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
         var_files: Sequence[str | Path] = (),
         env: Mapping[str, str] | None = None,
         backend_config: Mapping[str, Any] | None = None,
+        from_ref: str | None = None,
     ) -> Stack:
         __tracebackhide__ = True
         try:
@@ -91,6 +93,7 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
                 env=env,
                 backend_config=backend_config,
                 test_id=request.node.nodeid,
+                from_ref=from_ref,
             )
             stacks.append(stack)  # registered for teardown before the apply starts
             return stack.apply()
@@ -192,6 +195,7 @@ def deployment(
     var_files: Sequence[str | Path] = (),
     env: Mapping[str, str] | None = None,
     backend_config: Mapping[str, Any] | None = None,
+    from_ref: str | None = None,
 ) -> Any:
     """A fixture that deploys `path` once for `scope`, shared by the tests that use it.
 
@@ -211,7 +215,12 @@ def deployment(
         deploy = next(deployments)
         try:
             stack = deploy(
-                path, vars=vars, var_files=var_files, env=env, backend_config=backend_config
+                path,
+                vars=vars,
+                var_files=var_files,
+                env=env,
+                backend_config=backend_config,
+                from_ref=from_ref,
             )
         except IacError as error:
             _finish(deployments)

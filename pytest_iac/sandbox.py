@@ -18,6 +18,7 @@ import re
 import shlex
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,7 +118,7 @@ class Stack:
         self.var_files = [Path(f) for f in var_files]
         self.env = dict(env or {})
         self.backend_config = dict(backend_config or {})
-        self.module_dir = copy_module(source, workdir / "src")
+        self.module_dir = self._place(source, workdir / "src")
         self._initialised = False
         self._applied = False  # an apply was started: there may be something to destroy
         self._outputs: Outputs | None = None
@@ -125,6 +126,10 @@ class Stack:
 
     def __repr__(self) -> str:
         return f"<Stack {self.source} in {self.workdir}>"
+
+    def _place(self, source: Path, destination: Path) -> Path:
+        """Put the code to deploy under `destination`; return the module's directory there."""
+        return copy_module(source, destination)
 
     @property
     def data_dir(self) -> Path:
@@ -318,12 +323,22 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         backend_config: Mapping[str, Any] | None = None,
         test_id: str = "",
+        from_ref: str | None = None,
     ) -> Stack:
-        """A deployment of `source`, ready to apply: nothing runs yet."""
+        """A deployment of `source`, ready to apply: nothing runs yet.
+
+        With `from_ref`, of `source` as it was at that git ref: an `UpgradeStack`.
+        """
         check_module(source)
+        kind: Callable[..., Stack] = Stack
+        if from_ref is not None:
+            from pytest_iac import upgrade  # GitPython: loaded by upgrade tests only
+
+            at = upgrade.module_at(source, from_ref)  # resolved before anything is made
+            kind = partial(upgrade.UpgradeStack, at=at)
         workdir = _unique_dir(self.root, name)
         try:
-            return Stack(
+            return kind(
                 self.terraform,
                 source,
                 workdir,
@@ -367,15 +382,16 @@ def check_module(source: Path) -> None:
         raise IacError(f"module path {source} has no .tf files: is it a Terraform module?")
 
 
-def copy_module(source: Path, destination: Path) -> Path:
+def copy_module(source: Path, destination: Path, anchor: Path | None = None) -> Path:
     """Copy `source` and the local modules it calls; return where `source` landed.
 
-    The copies keep their layout relative to each other, so relative `source` paths resolve
-    in the copy as they do in the original tree.
+    The copies keep their layout relative to each other (and to `anchor`, by default the
+    deepest directory holding them all), so relative `source` paths resolve in the copy as
+    they do in the original tree.
     """
     source = source.resolve()
     needed = _local_module_dirs(source)
-    anchor = Path(os.path.commonpath(needed))
+    anchor = anchor or Path(os.path.commonpath(needed))
     for directory in sorted(needed):
         if any(parent in needed for parent in directory.parents):
             continue  # copied with its parent
@@ -402,15 +418,13 @@ def _local_module_dirs(root: Path) -> set[Path]:
     return seen
 
 
+def skipped(name: str, is_dir: bool) -> bool:
+    """Terraform's own files and hidden directories: never part of a copy of a module."""
+    return name in _SKIP_NAMES or bool(_SKIP_FILES.match(name)) or (is_dir and name[:1] == ".")
+
+
 def _ignored(directory: str, names: list[str]) -> set[str]:
-    """Terraform's own files and hidden directories: never part of a module."""
-    return {
-        n
-        for n in names
-        if n in _SKIP_NAMES
-        or _SKIP_FILES.match(n)
-        or (n.startswith(".") and Path(directory, n).is_dir())
-    }
+    return {n for n in names if skipped(n, Path(directory, n).is_dir())}
 
 
 def _addresses(module: Mapping[str, Any]) -> Iterator[str]:

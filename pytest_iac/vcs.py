@@ -1,13 +1,18 @@
-"""What commit a drift run checked, and the trunk guard. GitPython; no pytest import here."""
+"""GitPython, for what pytest-iac asks of the repository: the commit a drift run checked, the
+trunk guard, and a module as it was at a ref (upgrade tests). No pytest import here."""
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_iac import hcl
 from pytest_iac.errors import IacError
+from pytest_iac.live import module_closure
+from pytest_iac.sandbox import skipped
 
 if TYPE_CHECKING:
     import git  # imported where used: a run without drift checks never loads GitPython
@@ -113,3 +118,151 @@ def require_trunk(branch: str, directories: Iterable[Path], start: Path) -> VcsI
     info = describe(start)
     assert info is not None
     return info
+
+
+# A module as it was at a ref: what upgrade tests deploy first
+
+
+class RefError(IacError):
+    """A module cannot be read at the ref asked for."""
+
+
+@dataclass(frozen=True)
+class ModuleAtRef:
+    """A module and the local modules it calls, as they were at `ref` (resolved up front)."""
+
+    ref: str
+    commit: str
+    root: Path  # the repository's work tree
+    module: str  # the module's path in the repository (posix, relative to `root`)
+    directories: tuple[str, ...]  # the module and the local modules it calls, at `commit`
+
+    def describe(self) -> str:
+        return f"{self.module} at {self.ref} ({self.commit[:12]})"
+
+
+def module_at(module: Path, ref: str) -> ModuleAtRef:
+    """Resolve `ref` for the module at `module` and find what it calls there.
+
+    Raises `RefError` before anything is written: not in a repository, an unknown ref (with
+    the tags there are, and what to fetch in a shallow clone), a module or a local module it
+    calls that did not exist at that ref, or a local module outside the repository.
+    """
+    import git
+
+    repo = _repo(module)
+    if repo is None or repo.working_tree_dir is None:
+        raise RefError(
+            f"from_ref={ref!r}: {module} is not inside a git repository, so it has no "
+            "version to deploy first"
+        )
+    with repo:
+        root = Path(repo.working_tree_dir).resolve()
+        try:
+            commit = repo.commit(ref)
+        except (git.BadName, ValueError):
+            raise RefError(_unknown_ref(repo, ref, root)) from None
+        relative = module.resolve().relative_to(root).as_posix()
+        outside = sorted(str(d) for d in module_closure(module) if not d.is_relative_to(root))
+        if outside:
+            raise RefError(
+                f"from_ref={ref!r}: {module} calls local modules outside the repository "
+                f"({', '.join(outside)}): their version at {ref} cannot be read"
+            )
+        found = _closure_at(commit, relative, ref)
+        return ModuleAtRef(ref, commit.hexsha, root, relative, tuple(sorted(found)))
+
+
+def _unknown_ref(repo: git.Repo, ref: str, root: Path) -> str:
+    tags = sorted(t.name for t in repo.tags)
+    known = ", ".join(tags[-10:]) if tags else "none"
+    message = f"from_ref={ref!r}: no tag, branch or commit {ref!r} in {root} (tags: {known})."
+    if (Path(repo.git_dir) / "shallow").exists():
+        message += (
+            " This clone is shallow: fetch the history and tags first "
+            "(`git fetch --tags --unshallow`; actions/checkout: `fetch-depth: 0`)."
+        )
+    return message
+
+
+def _closure_at(commit: git.Commit, module: str, ref: str) -> set[str]:
+    """`module` and the local modules it calls, directly or not, in `commit`'s tree."""
+    seen: set[str] = set()
+    pending = [(module, "")]
+    while pending:
+        directory, caller = pending.pop()
+        if directory in seen:
+            continue
+        where = f"{directory} (called by {caller})" if caller else directory
+        if directory.startswith("../") or directory == "..":
+            raise RefError(
+                f"from_ref={ref!r}: {where} is outside the repository: it cannot be read at a ref"
+            )
+        try:
+            tree = commit.tree / directory if directory != "." else commit.tree
+        except KeyError:
+            tree = None
+        tf_files = [b for b in tree.blobs if b.name.endswith(".tf")] if tree is not None else []
+        if tree is None or tree.type != "tree" or not tf_files:
+            raise RefError(
+                f"from_ref={ref!r}: {where} did not exist at {ref} (commit "
+                f"{commit.hexsha[:12]}): no .tf files there. Pick a ref where it did."
+            )
+        seen.add(directory)
+        for blob in tf_files:
+            text = blob.data_stream.read().decode("utf-8", errors="replace")
+            for call in _local_calls(text):
+                pending.append((posixpath.normpath(posixpath.join(directory, call)), directory))
+    return seen
+
+
+def _local_calls(text: str) -> list[str]:
+    """The local paths (`./x`, `../x`) that module blocks of a `.tf` file call."""
+    calls = []
+    try:
+        for block in hcl.blocks(text):
+            if block.kind != "module":
+                continue
+            for item in hcl.items(block.body):
+                if isinstance(item, hcl.Attribute) and item.name == "source":
+                    value = item.expression.strip().strip('"')
+                    if value.startswith(("./", "../")):
+                        calls.append(value)
+    except hcl.HclError:
+        pass
+    return calls
+
+
+def write_module(at: ModuleAtRef, destination: Path) -> Path:
+    """Write the files of `at` under `destination`, laid out as in the repository; return
+    where the module itself landed. Terraform's own files and hidden directories are left
+    out, as from any copy of a module."""
+    import git
+
+    with git.Repo(at.root) as repo:
+        tree = repo.commit(at.commit).tree
+        for directory in at.directories:
+            if any(directory.startswith(f"{d}/") for d in at.directories if d != ".") or (
+                directory != "." and "." in at.directories
+            ):
+                continue  # written with the directory that holds it
+            _write_tree(tree / directory if directory != "." else tree, destination)
+    (destination / at.module).mkdir(parents=True, exist_ok=True)
+    return destination / at.module
+
+
+def _write_tree(tree: git.Tree, destination: Path) -> None:
+    for blob in tree.blobs:
+        if skipped(blob.name, False):
+            continue
+        path = destination / blob.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = blob.data_stream.read()
+        if blob.mode == 0o120000:  # a symbolic link: the blob is its target
+            path.symlink_to(data.decode())
+        else:
+            path.write_bytes(data)
+            path.chmod(0o755 if blob.mode & 0o111 else 0o644)
+    for subtree in tree.trees:
+        if not skipped(subtree.name, True):
+            _write_tree(subtree, destination)
