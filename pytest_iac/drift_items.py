@@ -227,6 +227,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         state.vcs = vcs.describe(start)
 
 
+def backend_files(config: pytest.Config) -> list[Path]:
+    """The backend configuration files every drift check of the run reads (ini, options)."""
+    return [item for item in config.stash[_STATE_KEY].backend_config if isinstance(item, Path)]
+
+
 def _live_trees(config: pytest.Config) -> list[Path]:
     invocation = config.invocation_params.dir
     return [invocation / a.split("::")[0] for a in config.args]

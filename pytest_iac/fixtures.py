@@ -25,6 +25,8 @@ REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 # Set on the function of every fixture that deploys: tests using one are marked `sandbox`.
 DEPLOYS = "_pytest_iac_deploys"
+# Set on a `deployment()` fixture: its (path, scope), so --iac-changed-since knows what it deploys.
+DEPLOYMENT = "_pytest_iac_deployment"
 
 
 class Deploy(Protocol):
@@ -234,6 +236,7 @@ def deployment(
         _finish(deployments)
 
     setattr(fixture, DEPLOYS, True)
+    setattr(fixture, DEPLOYMENT, (Path(path), scope))
     return pytest.fixture(scope=scope)(fixture)  # type: ignore[call-overload]
 
 

@@ -266,3 +266,85 @@ def _write_tree(tree: git.Tree, destination: Path) -> None:
     for subtree in tree.trees:
         if not skipped(subtree.name, True):
             _write_tree(subtree, destination)
+
+
+class ChangesError(IacError):
+    """The files changed since a ref cannot be known: not a checkout, unknown ref, no base."""
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The files that differ from the merge base of `ref` and HEAD, in the work tree."""
+
+    ref: str
+    merge_base: str
+    root: Path  # the work tree
+    files: tuple[Path, ...]  # absolute, sorted; a rename gives both paths
+
+    def relative(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "since": self.ref,
+            "merge_base": self.merge_base,
+            "files": [self.relative(f) for f in self.files],
+        }
+
+
+_FETCH_ADVICE = (
+    "This is a shallow clone (CI checkouts often are), so the history that holds it may "
+    "just not be here: fetch it with `git fetch --unshallow origin` (GitHub Actions: "
+    "`fetch-depth: 0` in actions/checkout)."
+)
+
+
+def changed_since(ref: str, start: Path) -> Changes:
+    """What changed since the merge base of `ref` and HEAD: commits since then, staged and
+    unstaged changes and untracked files that are not ignored. A renamed or deleted file
+    counts by both of its paths; a detached HEAD is just the commit it points at.
+
+    Raises `ChangesError` saying what is missing and what to do.
+    """
+    import git
+
+    option = f"--iac-changed-since {ref}"
+    repo = _repo(start)
+    if repo is None or repo.working_tree_dir is None:
+        raise ChangesError(
+            f"{option}: {start} is not inside a git work tree, so what changed cannot be "
+            "known. Run from a clone of the repository, or drop the option to run every test."
+        )
+    with repo:
+        root = Path(repo.working_tree_dir).resolve()
+        shallow = Path(repo.git_dir, "shallow").is_file()
+        try:
+            head = repo.head.commit
+        except ValueError:
+            raise ChangesError(f"{option}: {root} has no commits yet") from None
+        try:
+            since = repo.commit(ref)
+        except (git.BadName, git.BadObject, ValueError):
+            raise ChangesError(
+                f"{option}: {ref!r} is no commit, branch or tag known in {root}. "
+                + (
+                    _FETCH_ADVICE
+                    if shallow
+                    else "Check the name; a remote branch may need `git fetch`."
+                )
+            ) from None
+        bases = repo.merge_base(since, head)
+        if not bases:
+            raise ChangesError(
+                f"{option}: {ref} ({since.hexsha[:7]}) and HEAD ({head.hexsha[:7]}) have no "
+                "common ancestor here. "
+                + (_FETCH_ADVICE if shallow else "They come from unrelated histories.")
+            )
+        base = bases[0].hexsha
+        diff = repo.git.diff("--name-only", "-z", "--no-renames", base, "--")
+        names = {name for name in diff.split("\0") if name}
+        names.update(repo.untracked_files)
+    return Changes(ref, base, root, tuple(sorted(root / name for name in names)))
