@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from pytest_iac import hcl
+from pytest_iac.sandbox import _SKIP_NAMES as NEVER_COPIED  # __pycache__, .terraform, ...
 
 K = TypeVar("K")
 
@@ -39,13 +40,14 @@ SETTINGS_FILES = (
     "Pipfile.lock",
 )
 LOCK_FILE = ".terraform.lock.hcl"
+SANDBOX_TEST, LIVE_DIR = "sandbox test", "live dir"  # the kinds of items, in summary order
 
 
 @dataclass(frozen=True)
 class Watch:
     """What one item's result depends on; `kind` names the item in summaries."""
 
-    kind: str  # "sandbox test" or "live dir"
+    kind: str  # SANDBOX_TEST or LIVE_DIR
     trees: frozenset[Path]
     files: frozenset[Path] = frozenset()
     always: str | None = None  # why the item is kept whatever changed
@@ -121,6 +123,8 @@ def affecting(watch: Watch, changed: Sequence[Path], layout: Layout) -> str | No
             return _shown(path, layout)
         if layout.is_pytest_file(path):
             continue  # counts only where named: a module's tests don't change what it deploys
+        if NEVER_COPIED.intersection(path.parts):
+            continue  # a deployment or drift check never sees it
         if any(tree in path.parents for tree in watch.trees):
             return _shown(path, layout)
     return None
@@ -164,8 +168,13 @@ def summary(selection: Selection[K], files: int, since: str) -> str:
         return f"no sandbox tests or live dirs to select; {changed}"
     parts = ", ".join(
         f"{selection.counts.get(kind, 0)} of {total} {kind}{'' if total == 1 else 's'}"
-        for kind, total in selection.totals.items()
+        for kind, total in sorted(selection.totals.items(), key=_kind_order)
     )
     if selection.everything is not None:
         return f"{parts} kept: {selection.everything}; {changed}"
     return f"{parts} affected by {changed}"
+
+
+def _kind_order(entry: tuple[str, int]) -> tuple[int, str]:
+    kind = entry[0]
+    return ((SANDBOX_TEST, LIVE_DIR).index(kind) if kind in (SANDBOX_TEST, LIVE_DIR) else 2, kind)

@@ -17,14 +17,13 @@ from pathlib import Path
 import pytest
 
 from pytest_iac import vcs
-from pytest_iac.affected import Layout, Selection, Watch, select, summary
+from pytest_iac.affected import LIVE_DIR, SANDBOX_TEST, Layout, Selection, Watch, select, summary
 from pytest_iac.deploy_paths import deploy_paths
-from pytest_iac.drift import local_sources, module_closure
 from pytest_iac.drift_items import DriftItem, backend_files
 from pytest_iac.errors import IacError
-from pytest_iac.fixtures import DEPLOYMENT, DEPLOYS, deploys
+from pytest_iac.fixtures import CHANGES_KEY, DEPLOYMENT, DEPLOYS, deploys
+from pytest_iac.live import local_sources, module_closure
 
-CHANGES_KEY = pytest.StashKey[vcs.Changes]()
 _SELECTION_KEY = pytest.StashKey[Selection[pytest.Item]]()
 _ENV = "PYTEST_IAC_CHANGED_SINCE"
 
@@ -86,14 +85,14 @@ def _watch(item: pytest.Item, rootdir: Path) -> Watch | None:
     conftests = frozenset(_conftests(item.path, rootdir))
     if isinstance(item, DriftItem):
         files = conftests | {f.resolve() for f in backend_files(item.config)}
-        return Watch("live dir", _modules(item.live_dir), files)
+        return Watch(LIVE_DIR, _modules(item.live_dir), files)
     if not deploys(item):
         return None
     roots = _deployed(item, rootdir)
     if roots is None:
-        return Watch("sandbox test", frozenset(), always="it deploys a path only known at run time")
+        return Watch(SANDBOX_TEST, frozenset(), always="it deploys a path only known at run time")
     trees = frozenset().union(*(_modules(root) for root in roots))
-    return Watch("sandbox test", trees, conftests | {item.path.resolve()})
+    return Watch(SANDBOX_TEST, trees, conftests | {item.path.resolve()})
 
 
 def _conftests(path: Path, rootdir: Path) -> Iterator[Path]:

@@ -29,7 +29,7 @@ from pytest_iac import report as reports
 from pytest_iac import vcs
 from pytest_iac.drift import BackendConfig, DriftResult, DriftRun, parse_backend_config
 from pytest_iac.errors import IacError
-from pytest_iac.fixtures import RUN_KEY
+from pytest_iac.fixtures import CHANGES_KEY, RUN_KEY
 from pytest_iac.live import (
     find_live_roots,
     is_live_root,
@@ -505,8 +505,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         engine = run.terraform.describe() if state.results else None
     except IacError:
         engine = None
+    changes = config.stash.get(CHANGES_KEY, None)
     document = reports.document(
-        state.results, engine=engine, vcs=state.vcs.to_dict() if state.vcs else None
+        state.results,
+        engine=engine,
+        vcs=state.vcs.to_dict() if state.vcs else None,
+        changes=changes.to_dict() if changes else None,
     )
     written: list[Path] = []
     if state.report_json:

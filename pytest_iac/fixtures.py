@@ -19,9 +19,11 @@ from pytest_iac.errors import DestroyError, IacError
 from pytest_iac.plan import Plan
 from pytest_iac.run import IacRun
 from pytest_iac.sandbox import Stack
+from pytest_iac.vcs import Changes
 
 RUN_KEY = pytest.StashKey[IacRun]()
 REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
+CHANGES_KEY = pytest.StashKey[Changes]()  # --iac-changed-since: what changed
 
 # Set on the function of every fixture that deploys: tests using one are marked `sandbox`.
 DEPLOYS = "_pytest_iac_deploys"

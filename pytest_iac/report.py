@@ -111,8 +111,13 @@ def document(
     *,
     engine: str | None,
     vcs: Mapping[str, Any] | None,
+    changes: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON report: the run, then one entry per live directory (sorted by name)."""
+    """The JSON report: the run, then one entry per live directory (sorted by name).
+
+    `changes` (`vcs.Changes.to_dict()`): with --iac-changed-since, the REF, the merge base and
+    the changed files that chose which directories were checked.
+    """
     ordered = sorted(results, key=lambda r: r["name"])
     totals = {s: sum(1 for r in ordered if r["status"] == s) for s in ("clean", "drift", "error")}
     return {
@@ -120,6 +125,7 @@ def document(
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "engine": engine,
         "vcs": dict(vcs) if vcs else None,
+        "changes": dict(changes) if changes else None,
         "ok": bool(ordered) and totals["clean"] == len(ordered),
         "totals": totals,
         "directories": ordered,
@@ -145,6 +151,21 @@ def markdown(report: Mapping[str, Any]) -> str:
         facts.append(f"engine {report['engine']}")
     if facts:
         lines += ["Checked " + ", ".join(facts) + ".", ""]
+    changes = report.get("changes")
+    if changes:
+        files = changes["files"]
+        lines += [
+            f"Only the directories that {len(files)} file{'' if len(files) == 1 else 's'} "
+            f"changed since `{changes['since']}` (merge base `{changes['merge_base'][:7]}`) "
+            "can affect were checked.",
+            "",
+            "<details><summary>Changed files</summary>",
+            "",
+            *(f"- `{name}`" for name in files),
+            "",
+            "</details>",
+            "",
+        ]
     lines += [
         f"**{totals['clean']} clean, {totals['drift']} drifted, {totals['error']} could not be "
         "checked.**",

@@ -333,7 +333,7 @@ def changed_since(ref: str, start: Path) -> Changes:
                 + (
                     _FETCH_ADVICE
                     if shallow
-                    else "Check the name; a remote branch may need `git fetch`."
+                    else "Check the name; a remote one may need `git fetch`."
                 )
             ) from None
         bases = repo.merge_base(since, head)
