@@ -5,7 +5,8 @@ deploys or plans (a module, the local modules it calls, a live directory) and si
 (its test file, the `conftest.py` files above it, backend settings). An item is kept when a
 changed file lies in one of its trees or is one of its files. pytest's own files (test files,
 `conftest.py`) in a tree count only for the items that name them: a module's test file does
-not change what the module deploys for the modules that call it.
+not change what the module deploys for the modules that call it. Nor does a file in what a
+copy of a module leaves out (`.terraform`, `__pycache__`, other hidden directories).
 
 Some changes cannot be placed this safely; they keep everything (`everything_reason`): a
 `conftest.py` at or above the rootdir, pytest's or the Python environment's settings, a
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from pytest_iac import hcl
-from pytest_iac.sandbox import _SKIP_NAMES as NEVER_COPIED  # __pycache__, .terraform, ...
+from pytest_iac.sandbox import skipped
 
 K = TypeVar("K")
 
@@ -123,11 +124,15 @@ def affecting(watch: Watch, changed: Sequence[Path], layout: Layout) -> str | No
             return _shown(path, layout)
         if layout.is_pytest_file(path):
             continue  # counts only where named: a module's tests don't change what it deploys
-        if NEVER_COPIED.intersection(path.parts):
-            continue  # a deployment or drift check never sees it
-        if any(tree in path.parents for tree in watch.trees):
+        if any(tree in path.parents and _copied(path, tree) for tree in watch.trees):
             return _shown(path, layout)
     return None
+
+
+def _copied(path: Path, tree: Path) -> bool:
+    """Is `path` in what a deployment or drift check copies of `tree` (not in `.terraform`,
+    `__pycache__` or another hidden directory)? Local state is: drift checks read it."""
+    return not any(skipped(part, True) for part in path.relative_to(tree).parts[:-1])
 
 
 @dataclass

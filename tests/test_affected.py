@@ -194,6 +194,20 @@ def test_pytest_files_count_only_where_named(tree: Path) -> None:
     assert selection.kept == {"dev": "live/dev/conftest.py"}
 
 
+def test_files_no_copy_holds_count_for_nothing(tree: Path) -> None:
+    changed = [
+        tree / "modules/naming/__pycache__/x.pyc",
+        tree / "modules/naming/.terraform/modules/modules.json",
+        tree / "modules/naming/.github/notes.md",
+    ]
+    selection = select(watches(tree), changed, layout(tree))
+    assert selection.kept == {}
+    local_state = tree / "live/dev/terraform.tfstate"  # a drift check reads it
+    assert select(watches(tree), [local_state], layout(tree)).kept == {
+        "dev": "live/dev/terraform.tfstate"
+    }
+
+
 def test_an_item_that_cannot_be_placed_is_always_kept(tree: Path) -> None:
     items: dict[str, Watch | None] = {
         "t": Watch("sandbox test", frozenset(), always="it deploys a path only known at run time")
