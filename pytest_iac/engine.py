@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from pytest_iac import embedded, providers
+from pytest_iac import embedded, providers, watchdog
 from pytest_iac.errors import (
     EngineNotFoundError,
     ProviderUnavailableError,
@@ -67,7 +67,7 @@ DEFAULT_RETRYABLE_ERRORS: tuple[str, ...] = (
 # Terraform prints no version for these, and they run on every deployment: no retry needed
 # beyond the defaults, but a generous limit on how long one command may take.
 DEFAULT_TIMEOUT = 30 * 60.0
-_STOP_GRACE = 60.0  # seconds terraform gets to save state after an interrupt
+_STOP_GRACE = watchdog.STOP_GRACE  # seconds terraform gets to save state after an interrupt
 _DRAIN = 5.0  # seconds to read what a stopped terraform still writes
 
 
@@ -298,7 +298,8 @@ class Terraform:
                 if ran is not None:
                     return ran
             # A session of its own: a Ctrl-C at the terminal reaches pytest, which then stops
-            # terraform gracefully (below) instead of killing it half-way through a write.
+            # terraform gracefully (below) instead of killing it half-way through a write;
+            # the watchdog stops it if pytest dies.
             process = subprocess.Popen(
                 [*self.engine.argv, *args],
                 cwd=cwd,
@@ -310,6 +311,7 @@ class Terraform:
             )
             output = _Output(process, _line_logger(None if quiet else prefix))
             try:
+                watchdog.watch(process)
                 # Wait for the end of the output, then the exit: `Popen.wait(timeout)` polls
                 # in sleeps of up to 50 ms, which added ~30 ms to every command.
                 deadline = started + self.settings.timeout
@@ -325,6 +327,7 @@ class Terraform:
                 _stop(process, output)
                 raise
             finally:
+                watchdog.forget(process)
                 output.close()
         return Result(args, returncode, output.stdout, output.stderr, time.monotonic() - started)
 
@@ -522,6 +525,7 @@ def _stop(process: subprocess.Popen[bytes], output: _Output | None = None) -> No
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGINT)
+    watchdog.interrupted(process)
     try:
         deadline = time.monotonic() + _STOP_GRACE
         if output is not None:

@@ -490,3 +490,116 @@ def test_hold(iac_deploy):
         assert code == 0, output
         assert "deployments: 1 made, 1 destroyed" in output
     assert_clean(iac_home)
+
+
+# A killed pytest: what it started stops with it, and leaves nothing that no state knows.
+
+
+def processes_of(project: Path) -> list[str]:
+    """The live processes started for `project` (they inherit its $FAULT_DIR), but this one."""
+    needle = f"FAULT_DIR={project}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if needle in environ and state != "Z":
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def wait_until_ended(project: Path, what: str) -> None:
+    try:
+        wait_for(lambda: not processes_of(project), f"{what} to end")
+    except AssertionError:
+        raise AssertionError(f"{what} still running: {processes_of(project)}") from None
+
+
+def resources_in_states(home: Path) -> list[str]:
+    return sorted(
+        f"{resource['type']}.{resource['name']}"
+        for state in home.rglob("*.tfstate")
+        for resource in json.loads(state.read_text() or "{}").get("resources", [])
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_sigkill_during_apply_stops_terraform_and_its_provisioner(
+    pytester: pytest.Pytester, project: Path, iac_home: Path, engine: str
+) -> None:
+    (project / "test_x.py").write_text(
+        """
+def test_slow(iac_deploy):
+    iac_deploy("mod", vars={
+        "apply_command": "touch $FAULT_DIR/applying; sleep 4; touch $FAULT_DIR/applied"
+    })
+"""
+    )
+    process = start(project, f"--iac-binary={engine}")
+    wait_for(lambda: (project / "applying").exists(), "the apply to run")
+    process.kill()
+    finish(process)
+    # Once nothing of the run is left, nothing can create a resource that no state knows.
+    wait_until_ended(project, "the run's processes")
+    assert not (project / "applied").exists()
+    assert len(ledger(iac_home)) == 1
+    # terraform stopped gracefully: its state holds both resources (the second one tainted).
+    assert resources_in_states(iac_home) == ["terraform_data.first", "terraform_data.second"]
+    result = cleanup(pytester)
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*1 destroyed, 0 failed*"])
+    assert_clean(iac_home)
+    wait_until_ended(project, "the clean-up's processes")
+
+
+# The provisioner starts, then takes far longer than any of these runs: it must be stopped.
+LONG_PROVISIONER = """
+import pytest
+
+{mark}
+def test_slow(iac_deploy):
+    iac_deploy("mod", vars={{
+        "apply_command": "touch $FAULT_DIR/applying; sleep 60; touch $FAULT_DIR/applied"
+    }})
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize(
+    ("how", "mark", "options"),
+    [
+        pytest.param("SIGINT", "", (), id="ctrl-c"),
+        pytest.param("", "", ("--iac-timeout=4",), id="iac-timeout"),
+        # pytest-timeout's thread method ends the process with os._exit: like a SIGKILL.
+        pytest.param("", '@pytest.mark.timeout(4, method="thread")', (), id="timeout-thread"),
+    ],
+)
+def test_an_interrupted_apply_leaves_no_provisioner_running(
+    pytester: pytest.Pytester,
+    project: Path,
+    iac_home: Path,
+    engine: str,
+    how: str,
+    mark: str,
+    options: tuple[str, ...],
+) -> None:
+    (project / "test_x.py").write_text(LONG_PROVISIONER.format(mark=mark))
+    process = start(project, f"--iac-binary={engine}", *options)
+    wait_for(lambda: (project / "applying").exists(), "the provisioner to start")
+    if how:
+        process.send_signal(getattr(signal, how))
+    code, output = finish(process)
+    assert code != 0, output
+    # Nothing of the run is left running: nothing can still touch `applied`.
+    wait_until_ended(project, "the run's processes")
+    assert not (project / "applied").exists()
+    if ledger(iac_home):  # pytest died: the clean-up finishes what it started
+        assert "Timeout" in output, output
+        assert cleanup(pytester).ret == 0
+    assert_clean(iac_home)
+    wait_until_ended(project, "the clean-up's processes")

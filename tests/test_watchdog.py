@@ -1,0 +1,65 @@
+"""The watchdog on its own (no terraform): what a dead pytest process registered is stopped.
+
+A stand-in for pytest starts two process groups the way the engine starts terraform,
+registers them, says it interrupted the second one already, and dies of SIGKILL.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+# Each group's shell notes a SIGINT and exits; it prints a line once its trap is set.
+STAND_IN = """
+import os, signal, subprocess, sys
+from pytest_iac import watchdog
+
+watchdog.STOP_GRACE = 2.0
+script = 'trap "echo $0 >> {log}; exit" INT; echo ready; while :; do sleep 0.05; done'
+groups = {{}}
+for name in ("first", "second"):
+    groups[name] = subprocess.Popen(
+        ["sh", "-c", script, name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    watchdog.watch(groups[name])
+    groups[name].stdout.readline()
+watchdog.interrupted(groups["second"])  # as the engine says after its own SIGINT
+print(" ".join(str(p.pid) for p in groups.values()), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not: here, nobody may reap orphans)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_dead_process_s_groups_are_interrupted_once_then_killed(tmp_path: Path) -> None:
+    log = tmp_path / "interrupts"
+    stand_in = subprocess.run(
+        [sys.executable, "-c", STAND_IN.format(log=log)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stand_in.returncode == -9, stand_in.stderr
+    pids = [int(pid) for pid in stand_in.stdout.split()]
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in pids)
+    # The first got its interrupt and ended; the second, interrupted before, got no second
+    # one: it ran until the grace period was over, then was killed.
+    assert log.read_text().split() == ["first"]
