@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_iac import vcs
-from pytest_iac.affected import LIVE_DIR, SANDBOX_TEST, Layout, Selection, Watch, select, summary
+from pytest_iac.affected import LIVE_DIR, SANDBOX_TEST, Layout, Watch, select, summary
 from pytest_iac.deploy_paths import deploy_paths
 from pytest_iac.drift_items import DriftItem, backend_files
 from pytest_iac.errors import IacError
 from pytest_iac.fixtures import CHANGES_KEY, DEPLOYMENT, DEPLOYS, deploys
 from pytest_iac.live import local_sources, module_closure
 
-_SELECTION_KEY = pytest.StashKey[Selection[pytest.Item]]()
+# What the summary says: its line, then each kept item's node id and why. Plain data: under
+# pytest-xdist the workers select, and the controller prints what the first one sends.
+_SUMMARY_KEY = pytest.StashKey[dict[str, Any]]()
+_WORKER_OUTPUT = "iac_changed_since"
 _ENV = "PYTEST_IAC_CHANGED_SINCE"
 
 
@@ -65,9 +68,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         inifile=config.inipath.resolve() if config.inipath else None,
         imported=_imported() if any(f.suffix == ".py" for f in changes.files) else (),
     )
-    watches = {item: _watch(item, layout.rootdir) for item in items}
+    watch = _Watches(config, layout.rootdir)
+    watches = {item: watch(item) for item in items}
     selection = select(watches, changes.files, layout)
-    config.stash[_SELECTION_KEY] = selection
+    since = f"{changes.ref} (merge base {changes.merge_base[:7]})"
+    config.stash[_SUMMARY_KEY] = {
+        "line": summary(selection, len(changes.files), since),
+        "kept": [[item.nodeid, why] for item, why in selection.kept.items()],
+    }
     if selection.deselected:
         dropped = set(selection.deselected)
         config.hook.pytest_deselected(items=selection.deselected)
@@ -80,34 +88,46 @@ def _imported() -> set[Path]:
     return {Path(f).resolve() for f in files if f}
 
 
-def _watch(item: pytest.Item, rootdir: Path) -> Watch | None:
-    """What `item`'s result depends on; None for an item this option never deselects."""
-    conftests = frozenset(_conftests(item.path, rootdir))
-    if isinstance(item, DriftItem):
-        files = conftests | {f.resolve() for f in backend_files(item.config)}
-        return Watch(LIVE_DIR, _modules(item.live_dir), files)
-    if not deploys(item):
-        return None
-    roots = _deployed(item, rootdir)
-    if roots is None:
-        return Watch(SANDBOX_TEST, frozenset(), always="it deploys a path only known at run time")
-    trees = frozenset().union(*(_modules(root) for root in roots))
-    return Watch(SANDBOX_TEST, trees, conftests | {item.path.resolve()})
+class _Watches:
+    """Makes each item's `Watch`; a module closure several items share is read once."""
 
+    def __init__(self, config: pytest.Config, rootdir: Path) -> None:
+        self.rootdir = rootdir
+        self.backend_files = frozenset(f.resolve() for f in backend_files(config))
+        self._modules: dict[Path, frozenset[Path]] = {}
 
-def _conftests(path: Path, rootdir: Path) -> Iterator[Path]:
-    """The conftest.py files pytest loads for `path`: in its directory and up to the rootdir."""
-    for directory in (path.parent, *path.parent.parents):
-        yield directory.resolve() / "conftest.py"
-        if directory.resolve() == rootdir:
-            return
+    def __call__(self, item: pytest.Item) -> Watch | None:
+        """What `item`'s result depends on; None for an item this option never deselects."""
+        if isinstance(item, DriftItem):
+            files = self.conftests(item.live_dir) | self.backend_files
+            return Watch(LIVE_DIR, self.modules(item.live_dir), files)
+        if not deploys(item):
+            return None
+        roots = _deployed(item, self.rootdir)
+        if roots is None:
+            return Watch(
+                SANDBOX_TEST, frozenset(), always="it deploys a path only known at run time"
+            )
+        trees = frozenset().union(*(self.modules(root) for root in roots))
+        return Watch(SANDBOX_TEST, trees, self.conftests(item.path.parent) | {item.path.resolve()})
 
+    def conftests(self, directory: Path) -> frozenset[Path]:
+        """The conftest.py files pytest loads for `directory`: there and up to the rootdir."""
+        found = set()
+        for current in (directory.resolve(), *directory.resolve().parents):
+            found.add(current / "conftest.py")
+            if current == self.rootdir:
+                break
+        return frozenset(found)
 
-def _modules(directory: Path) -> frozenset[Path]:
-    """`directory`, the local modules it calls (transitively), and calls to missing ones."""
-    closure = module_closure(directory)
-    called = {source for module in closure for source in local_sources(module)}
-    return frozenset({directory.resolve(), *closure, *called})
+    def modules(self, directory: Path) -> frozenset[Path]:
+        """`directory`, the local modules it calls (transitively), and calls to missing ones."""
+        directory = directory.resolve()
+        if directory not in self._modules:
+            closure = module_closure(directory)
+            called = {source for module in closure for source in local_sources(module)}
+            self._modules[directory] = frozenset({directory, *closure, *called})
+        return self._modules[directory]
 
 
 def _deployed(item: pytest.Item, rootdir: Path) -> set[Path] | None:
@@ -139,14 +159,26 @@ def _deployed(item: pytest.Item, rootdir: Path) -> set[Path] | None:
     return roots
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist's controller: keep what the first worker that selected reports."""
+    output = getattr(node, "workeroutput", None) or {}
+    if _WORKER_OUTPUT in output:
+        node.config.stash.setdefault(_SUMMARY_KEY, output[_WORKER_OUTPUT])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and _SUMMARY_KEY in session.config.stash:
+        workeroutput[_WORKER_OUTPUT] = session.config.stash[_SUMMARY_KEY]
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     config = terminalreporter.config
-    selection = config.stash.get(_SELECTION_KEY, None)
-    if selection is None:
+    report = config.stash.get(_SUMMARY_KEY, None)
+    if report is None:
         return
-    changes = config.stash[CHANGES_KEY]
-    since = f"{changes.ref} (merge base {changes.merge_base[:7]})"
-    terminalreporter.line(f"iac-changed-since: {summary(selection, len(changes.files), since)}")
+    terminalreporter.line(f"iac-changed-since: {report['line']}")
     if config.option.verbose > 0:
-        for item, why in selection.kept.items():
-            terminalreporter.line(f"  {item.nodeid}: {why}")
+        for nodeid, why in report["kept"]:
+            terminalreporter.line(f"  {nodeid}: {why}")

@@ -254,3 +254,68 @@ def test_outside_a_repository(pytester: pytest.Pytester, iac_home: Path) -> None
         ["ERROR: --iac-changed-since main: * is not inside a git work tree*drop the option*"]
     )
     assert leftovers(iac_home) == []
+
+
+STACK_TESTS = """
+import pytest_iac
+
+PATHS = ["../modules/network"]
+
+network = pytest_iac.deployment("../modules/network", vars={"name": "n"})
+
+
+def test_network(network):
+    pass
+
+
+def test_naming(iac_deploy):
+    iac_deploy("../modules/naming", vars={"name": "abc", "environment": "dev"})
+
+
+def test_computed(iac_deploy):
+    iac_deploy(PATHS[0])
+"""
+
+
+def test_paths_a_test_deploys(pytester: pytest.Pytester, project: git.Repo) -> None:
+    write(pytester.path, {"tests/test_stack.py": STACK_TESTS})
+    commit(project, "tests beside no module")
+    write(pytester.path, {"modules/naming/extra.tf": ""})
+
+    result = run(pytester, "--collect-only", "-q")
+
+    assert sorted(selected(result)) == sorted(
+        [
+            *SANDBOX["app"],
+            *SANDBOX["naming"],
+            "live/dev::drift",
+            "tests/test_stack.py::test_computed",  # cannot be placed: kept
+            "tests/test_stack.py::test_naming",
+        ]
+    )
+    result = run(pytester, "--collect-only", "-v")
+    result.stdout.fnmatch_lines(
+        [
+            "iac-changed-since: 5 of 8 sandbox tests, 1 of 2 live dirs affected by 1 file*",
+            "  tests/test_stack.py::test_naming: modules/naming/extra.tf",
+            "  tests/test_stack.py::test_computed: it deploys a path only known at run time",
+        ]
+    )
+    write(pytester.path, {"modules/naming/extra.tf": "", "modules/network/extra.tf": ""})
+    result = run(pytester, "--collect-only", "-q")
+    assert "tests/test_stack.py::test_network" in selected(result)
+
+
+def test_under_xdist_the_workers_select_and_the_summary_says_so(
+    pytester: pytest.Pytester, project: git.Repo, iac_home: Path
+) -> None:
+    pytest.importorskip("xdist")
+    write(pytester.path, {"live/other/extra.tf": "# changed\n"})
+
+    result = run(pytester, "-n", "2", "-m", "drift")
+
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["iac-changed-since: 1 of 2 live dirs affected by 1 file changed since main*"]
+    )
+    assert leftovers(iac_home) == []
