@@ -148,7 +148,8 @@ def _deployed(item: pytest.Item, rootdir: Path) -> set[Path] | None:
         elif getattr(func, DEPLOYS, False):
             factories[name] = defs[-1].scope
     users = [(item.obj, set(item._fixtureinfo.argnames))]  # type: ignore[attr-defined]
-    users += [(defs[-1].func, set(defs[-1].argnames)) for defs in closure.values()]
+    # Every definition: an override that requests its own name runs the one it overrides.
+    users += [(d.func, set(d.argnames)) for defs in closure.values() for d in defs]
     for function, arguments in users:
         for factory in arguments & factories.keys():
             paths = deploy_paths(function, factory)
