@@ -443,7 +443,8 @@ def _automation_args(args: Sequence[str]) -> list[str]:
     extra = ["-no-color"]
     if args[0] in ("init", "plan", "apply", "destroy", "import", "refresh"):
         extra.append("-input=false")
-    return [args[0], *[e for e in extra if e not in args], *args[1:]]
+    command = args[:2] if args[0] == "state" else args[:1]  # `state pull`: flags after `pull`
+    return [*command, *[e for e in extra if e not in args], *args[len(command) :]]
 
 
 def _line_logger(prefix: str | None) -> Callable[[str], None] | None:

@@ -255,7 +255,9 @@ def iac_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def iac_plan(request: pytest.FixtureRequest) -> Callable[..., Plan]:
-    """Plan a module against empty state, deploying nothing: `iac_plan(path, *, vars=...)`."""
+    """Plan a module against empty state, deploying nothing: `iac_plan(path, *, vars=...)`.
+
+    With `backend_config=...`, the plan is against the state in the module's backend."""
     run = iac_run(request)
     base = _base_dir(request)
 
@@ -265,6 +267,7 @@ def iac_plan(request: pytest.FixtureRequest) -> Callable[..., Plan]:
         vars: Mapping[str, Any] | None = None,
         var_files: Sequence[str | Path] = (),
         env: Mapping[str, str] | None = None,
+        backend_config: Mapping[str, Any] | None = None,
     ) -> Plan:
         __tracebackhide__ = True
         try:
@@ -274,6 +277,7 @@ def iac_plan(request: pytest.FixtureRequest) -> Callable[..., Plan]:
                 vars=vars,
                 var_files=[base / f for f in var_files],
                 env=env,
+                backend_config=backend_config,
             )
         except IacError as error:
             raise error.with_traceback(None) from None

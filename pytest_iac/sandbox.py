@@ -6,6 +6,11 @@ a copy of the module (and of the local modules it calls, at the same relative pl
 (Terraform's default data directory, private because it sits inside the copy: no
 per-deployment TF_DATA_DIR, so every deployment's commands share one environment) and its
 state. The module under test is only ever read.
+
+A deployment has a state of its own, always: whatever backend or `cloud` block the module
+declares, an override file in the copy replaces it by local state in the copy. Only a test
+that passes `backend_config=` deploys into the module's own backend, and then only into a
+state that holds no resources yet: a sandbox never adopts, nor destroys, what it did not make.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -41,6 +47,19 @@ _VAR_FILE = "pytest-iac.tfvars.json"
 Event = Literal["before-apply", "before-destroy", "destroyed"]
 Hook = Callable[[Event, "Stack"], None]
 _BACKEND_FILE = "pytest-iac.tfbackend"
+
+# The deployment's own state. Terraform merges override files over the configuration in
+# the order of their names, and a backend block in one replaces any backend or `cloud` block
+# before it: `~` sorts after every ASCII letter, digit and sign a module's own file name
+# could start with. `_check_own_state()` proves after init that it won.
+_OWN_STATE_FILE = "~pytest-iac_override.tf"
+_OWN_STATE = 'terraform {\n  backend "local" {}\n}\n'
+# What names a backend's state in a message: never a credential.
+_BACKEND_IDENTITY = (
+    *("path", "workspace_dir", "organization", "hostname", "bucket", "storage_account_name"),
+    *("container_name", "prefix", "key", "workspace_key_prefix", "region", "schema_name"),
+    *("namespace", "secret_suffix"),
+)
 
 
 class SensitiveStr(str):
@@ -152,10 +171,10 @@ class Stack:
     def _local_state_outputs(self) -> dict[str, Any] | None:
         """The outputs in a local state file, read without a terraform process; else None.
 
-        `terraform output -json` prints this very section of a version 4 state. With a
-        backend configured (its settings in the data directory), terraform must read it.
+        `terraform output -json` prints this very section of a version 4 state. With
+        `backend_config`, the state is in the module's backend: terraform must read it.
         """
-        if (self.data_dir / "terraform.tfstate").exists():
+        if self.backend_config:
             return None
         try:
             state = json.loads((self.module_dir / "terraform.tfstate").read_text("utf-8"))
@@ -179,9 +198,12 @@ class Stack:
 
     def apply(self, vars: Mapping[str, Any] | None = None) -> Stack:
         """Deploy (or re-deploy with changed variables, for upgrade tests)."""
+        var_file_text({**self.vars, **(vars or {})})  # refused before anything starts
         self.vars.update(vars or {})
         self._init()
-        self._notify("before-apply")
+        if not self._applied:
+            self._refuse_a_state_in_use()
+        self._notify("before-apply")  # a hook may add to the variables (the AWS tags)
         self._applied = True
         self._run(["apply", "-auto-approve", *self._var_args()])
         self._outputs = None
@@ -263,6 +285,8 @@ class Stack:
             backend_file = self.workdir / _BACKEND_FILE
             _write_private(backend_file, _hcl_assignments(self.backend_config))
             args.append(f"-backend-config={backend_file}")
+        else:  # before every init: an upgrade test puts other code in place
+            (self.module_dir / _OWN_STATE_FILE).write_text(_OWN_STATE, encoding="utf-8")
         if self.init_cache is None:
             self._run(args)
         else:
@@ -272,7 +296,48 @@ class Stack:
             )
             if cache.init(key, self.data_dir, self.module_dir, lambda: self._run(args)):
                 log.info("[%s] init reused from %s", self.workdir.name, cache.directory / key)
+        if not self.backend_config:
+            self._check_own_state()
         self._initialised = True
+
+    def _backend(self) -> dict[str, Any]:
+        """The backend init configured (`type`, `config`); {} for the default local state."""
+        try:
+            data = json.loads((self.data_dir / "terraform.tfstate").read_text("utf-8"))
+        except FileNotFoundError:
+            return {}
+        backend = data.get("backend") if isinstance(data, dict) else None
+        return backend if isinstance(backend, dict) else {}
+
+    def _check_own_state(self) -> None:
+        """Prove that init gave the copy the local state of `_OWN_STATE_FILE`."""
+        backend = self._backend()
+        config = backend.get("config") or {}
+        if backend and (backend.get("type") != "local" or any(config.values())):
+            raise IacError(
+                f"refused to deploy {self.source}: after pytest-iac's override file "
+                f"{_OWN_STATE_FILE}, its state is still in {_describe_backend(backend)}. An "
+                "override file of the module's sorts after it (Terraform merges them in the "
+                "order of their names): rename that file, or pass backend_config=... to deploy "
+                "into the module's backend on purpose"
+            )
+
+    def _refuse_a_state_in_use(self) -> None:
+        """With `backend_config`, deploy only into a state that holds no resources yet: the
+        destroy at teardown would take them too."""
+        if not self.backend_config:
+            return
+        pulled = self._run(["state", "pull"], quiet=True).stdout  # empty: no state yet
+        resources = (json.loads(pulled).get("resources") or []) if pulled.strip() else []
+        count = sum(len(r.get("instances") or ()) for r in resources)
+        if count:
+            raise IacError(
+                f"refused to deploy into {_describe_backend(self._backend())}: its state "
+                f"already holds {count} resource{'s' if count > 1 else ''}, which a sandbox "
+                "would adopt and destroy at teardown. Nothing was applied. Point "
+                "backend_config at an empty state (another key or path), or leave it out: "
+                "the deployment then has local state of its own"
+            )
 
     @property
     def var_file_paths(self) -> list[Path]:
@@ -283,8 +348,9 @@ class Stack:
         # Variables go through a JSON var file, never the command line: every type arrives
         # intact and no value shows up in a process list.
         values = self.vars if vars is None else vars
+        text = var_file_text(values)
         redact.remember_variables(self.module_dir, values)  # masked in all we show
-        _write_private(self.workdir / _VAR_FILE, json.dumps(values, indent=2))
+        _write_private(self.workdir / _VAR_FILE, text)
         return [f"-var-file={f}" for f in self.var_file_paths]
 
     def _run(self, args: list[str], *, quiet: bool = False) -> Result:
@@ -330,6 +396,7 @@ class Sandbox:
         With `from_ref`, of `source` as it was at that git ref: an `UpgradeStack`.
         """
         check_module(source)
+        var_file_text(vars or {})  # checked before a working directory is made
         kind: Callable[..., Stack] = Stack
         if from_ref is not None:
             from pytest_iac import upgrade  # GitPython: loaded by upgrade tests only
@@ -435,11 +502,12 @@ def _addresses(module: Mapping[str, Any]) -> Iterator[str]:
 
 
 def _unique_dir(root: Path, name: str) -> Path:
+    """A new directory under `root` that only its owner can enter: it will hold the state."""
     root.mkdir(parents=True, exist_ok=True)
     for n in range(1000):
         candidate = root / (name if n == 0 else f"{name}-{n}")
         try:
-            candidate.mkdir()
+            candidate.mkdir(mode=0o700)
         except FileExistsError:
             continue
         return candidate
@@ -456,3 +524,47 @@ def _write_private(path: Path, text: str) -> None:
 def _hcl_assignments(values: Mapping[str, Any]) -> str:
     """`key = value` lines; JSON literals are valid HCL for the values backends take."""
     return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
+
+
+def var_file_text(values: Mapping[str, Any]) -> str:
+    """`values` as a JSON var file; IacError naming the first value JSON cannot hold."""
+    if not isinstance(values, Mapping):
+        kind = type(values).__name__
+        raise IacError(f"vars must be a dict of variable names and values, not a {kind}")
+    try:
+        problem = _not_json(dict(values), "vars")
+    except RecursionError:
+        problem = "vars is nested too deeply (or holds itself)"
+    if problem:
+        raise IacError(
+            f"{problem}, which a Terraform variable cannot hold: give str, int, float, bool, "
+            "None, or lists and dicts of those"
+        )
+    return json.dumps(dict(values), indent=2)
+
+
+def _not_json(value: Any, where: str) -> str | None:
+    """What in `value` (at `where`) a JSON var file cannot hold, said for a user; else None."""
+    if value is None or isinstance(value, str | int):  # bool is an int
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where} is {value!r}"
+    if isinstance(value, list | tuple):
+        found = (_not_json(item, f"{where}[{i}]") for i, item in enumerate(value))
+        return next((problem for problem in found if problem), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} has a key {key!r} that is not a str"
+            if problem := _not_json(item, f"{where}[{key!r}]"):
+                return problem
+        return None
+    return f"{where} is a {type(value).__name__}"
+
+
+def _describe_backend(backend: Mapping[str, Any]) -> str:
+    """`the s3 backend (bucket = b, key = k, region = r)`: what names a state, no secrets."""
+    config = backend.get("config") or {}
+    shown = [f"{k} = {config[k]}" for k in _BACKEND_IDENTITY if isinstance(config.get(k), str)]
+    kind = backend.get("type") or "local"
+    return f"the {kind} backend" + (f" ({', '.join(shown)})" if shown else "")
