@@ -36,14 +36,17 @@ from pytest_iac import report
 from pytest_iac.engine import Terraform
 from pytest_iac.errors import IacError, TerraformError
 from pytest_iac.init_cache import InitCache
-from pytest_iac.live import DEFAULT_STATE, module_closure, relative_name
+from pytest_iac.live import DEFAULT_STATE, has_state, module_closure, relative_name
 from pytest_iac.plan import Change, OutputChange, Plan
 from pytest_iac.redact import redact
 from pytest_iac.sandbox import copy_module
 
 log = logging.getLogger("pytest_iac")
 
-Status = Literal["clean", "drift", "error"]
+# never-applied: the state is empty, so the plan creates everything; not-deployed: no
+# backend and no state (a new environment), so there is nothing to compare with.
+Status = Literal["clean", "drift", "never-applied", "not-deployed", "error"]
+NOT_DEPLOYED = "no backend and no state"
 
 # One backend configuration item: a file (Path), a `KEY=VALUE` string, or values (a mapping).
 BackendConfig = Path | str | Mapping[str, Any]
@@ -87,9 +90,9 @@ class DriftResult:
 
     def summary(self) -> str:
         """One line: `prod/app: drift (configuration 2, state 0, outputs 1)`."""
-        if self.status == "error":
+        if self.status in ("error", "not-deployed"):
             first = (self.error or "").strip().splitlines()
-            return f"{self.name}: error ({first[0] if first else 'could not check'})"
+            return f"{self.name}: {self.status} ({first[0] if first else 'could not check'})"
         c = self.counts
         detail = (
             f"configuration {c['configuration_drift']}, state {c['state_drift']}, "
@@ -139,7 +142,9 @@ def check_drift(
 
     `backend_config` applies after the directory's own `*.tfbackend` files (sorted), in
     order: files, `KEY=VALUE` strings, or mappings of values. A failed init or plan gives a
-    result with status "error" and terraform's diagnostic. With `init_cache`, the result of
+    result with status "error" and terraform's diagnostic; a directory with neither backend
+    nor state is "not-deployed" (nothing is run), and one whose state holds no resource
+    "never-applied" rather than "drift". With `init_cache`, the result of
     an earlier `init` with the very same inputs is reused instead of running it again.
     `quiet` keeps terraform's commands and output out of the log. Without `full_plan`, a
     plan that changes nothing and found no drift is not read back with `show -json` (the
@@ -148,6 +153,8 @@ def check_drift(
     started = time.monotonic()
     name = name or live_dir.name
     live_dir = live_dir.resolve()
+    if not has_state(live_dir):  # a new environment, say: no state to compare the code with
+        return DriftResult(name, live_dir, "not-deployed", error=NOT_DEPLOYED)
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -237,7 +244,10 @@ def _plan(
     if status == "clean" and not full_plan and not _found_drift(planned.stdout):
         return Plan.from_json({}), status
     data = run(["show", "-json", str(plan_file)]).json()
-    return Plan.from_json(data if isinstance(data, dict) else {}), status
+    data = data if isinstance(data, dict) else {}
+    if status == "drift" and not data.get("prior_state"):  # no resource in the state
+        status = "never-applied"
+    return Plan.from_json(data), status
 
 
 def _messages(output: str) -> Iterator[dict[str, Any]]:

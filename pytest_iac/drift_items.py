@@ -90,6 +90,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
     )
     parser.addini("iac_require_trunk", "branch a drift run must be on")
+    parser.addini(
+        "iac_skip_not_deployed",
+        "skip, rather than fail, root modules under the named live paths that have neither "
+        "backend nor state (default false)",
+        type="bool",
+        default=False,
+    )
 
 
 @dataclass
@@ -98,6 +105,7 @@ class _DriftState:
 
     enabled: bool
     trees: list[Path]  # where live roots are looked for
+    named: list[Path]  # live paths named on the command line or in ini iac_live_dirs
     exclude: list[str]
     backend_config: list[BackendConfig]
     require_trunk: str | None
@@ -148,6 +156,13 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     trees = [config.rootpath, *live_dirs]
     trees += [p for p in (invocation / a.split("::")[0] for a in config.args) if p.is_dir()]
+    # Where a root module without backend or state is a new environment, not a reusable
+    # module: live paths the user named (the rootdir, named or not, holds both kinds).
+    named = [*live_dirs]
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        named += [invocation / a.split("::")[0] for a in config.args]
+    root = config.rootpath.resolve()
+    named = [p.resolve() for p in named if p.is_dir() and p.resolve() not in (root, *root.parents)]
 
     def path_option(name: str) -> Path | None:
         value = config.getoption(name)
@@ -156,6 +171,9 @@ def pytest_configure(config: pytest.Config) -> None:
     state = config.stash[_STATE_KEY] = _DriftState(
         enabled=enabled,
         trees=_outermost(trees),
+        named=[
+            p.resolve() for p in named if p.is_dir() and p.resolve() not in (root, *root.parents)
+        ],
         exclude=list(config.getini("iac_live_exclude")),
         backend_config=backend,
         require_trunk=config.getoption("iac_require_trunk") or config.getini("iac_require_trunk"),
@@ -245,7 +263,11 @@ def pytest_collect_directory(path: Path, parent: pytest.Collector) -> pytest.Col
     if not state.enabled:
         return None
     if not is_live_root(
-        path, state.referenced(), base=parent.config.rootpath, exclude=state.exclude
+        path,
+        state.referenced(),
+        base=parent.config.rootpath,
+        exclude=state.exclude,
+        named=state.named,
     ):
         return None
     state.found += 1
@@ -298,23 +320,43 @@ class DriftItem(pytest.Item):
             self.user_properties.append((f"iac_drift_{key}", value))
         if result.status == "error":
             pytest.fail(f"could not check {result.name} for drift:\n{result.error}", pytrace=False)
+        if result.status == "not-deployed" and self.config.getini("iac_skip_not_deployed"):
+            # Located at the item (its directory), not at this line, in -rs.
+            raise pytest.skip.Exception(
+                f"not deployed: {result.error} (ini iac_skip_not_deployed)",
+                _use_item_location=True,
+            )
 
     def runtest(self) -> None:
         result = self.stash[_RESULT_KEY]
-        if result.status == "drift":
+        if result.status != "clean":
             raise DriftFound(result)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, DriftFound):
-            result: DriftResult = excinfo.value.args[0]
+        if not isinstance(excinfo.value, DriftFound):
+            return super().repr_failure(excinfo)
+        result: DriftResult = excinfo.value.args[0]
+        if result.status == "not-deployed":
             return (
-                f"drift in {result.name}: the plan is not empty "
-                f"({_counts_text(result)})\n{result.table()}"
+                f"not deployed: {result.error} in {result.name}, a root module under a live "
+                "path named for this run, so there is nothing to check it against. Deploy it "
+                "(a backend, then apply), exclude it (ini iac_live_exclude), or set ini "
+                "iac_skip_not_deployed = true to skip such directories."
             )
-        return super().repr_failure(excinfo)
+        if result.status == "never-applied":
+            return (
+                f"never applied: the state of {result.name} holds no resource, so its plan "
+                f"creates everything ({_counts_text(result)}). Apply it, or check that its "
+                f"backend settings point at its state.\n{result.table()}"
+            )
+        return (
+            f"drift in {result.name}: the plan is not empty "
+            f"({_counts_text(result)})\n{result.table()}"
+        )
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"drift check of {relative_name(self.path, self.config.rootpath)}"
+        # Line 0: skips are reported at the item, and need a line.
+        return self.path, 0, f"drift check of {relative_name(self.path, self.config.rootpath)}"
 
 
 def _counts_text(result: DriftResult) -> str:
@@ -477,9 +519,10 @@ def _nothing_found(config: pytest.Config) -> str:
     return (
         f"pytest-iac: -m drift found no live root module (looked under: {looked}). A live root "
         "is a directory of .tf (or .tf.json) files, not hidden, that no module calls as a local "
-        "source, with a backend (or cloud) block or a local terraform.tfstate, and matching "
-        "no iac_live_exclude glob. Name the live directories (`pytest -m drift live/`) or "
-        "list them in ini iac_live_dirs."
+        "source and that matches no iac_live_exclude glob, with a backend (or cloud) block or "
+        "a local terraform.tfstate (under a live path named on the command line or in ini "
+        "iac_live_dirs, one with neither is reported as not deployed). Name the live "
+        "directories (`pytest -m drift live/`) or list them in ini iac_live_dirs."
     )
 
 

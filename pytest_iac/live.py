@@ -9,7 +9,9 @@ example `live/prod/network`), as opposed to a module that only serves others. Th
 - no directory in the searched trees calls it as a local module (`source = "../x"`);
 - it has state to compare with: it declares a backend (a `backend "..."` or `cloud` block)
   or holds a local `terraform.tfstate`. A module nobody calls yet, with neither, is a
-  reusable module (one tested in a sandbox, say), not deployed configuration;
+  reusable module (one tested in a sandbox, say), not deployed configuration; except under
+  a path the user named as live (`named`): there it is a new environment, not deployed yet,
+  which the drift check reports instead of passing over;
 - it matches none of the `exclude` globs (fnmatch against its path relative to `base`).
 """
 
@@ -99,16 +101,25 @@ def is_excluded(directory: Path, base: Path, exclude: Sequence[str]) -> bool:
 
 
 def is_live_root(
-    directory: Path, referenced: set[Path], *, base: Path, exclude: Sequence[str] = ()
+    directory: Path,
+    referenced: set[Path],
+    *,
+    base: Path,
+    exclude: Sequence[str] = (),
+    named: Sequence[Path] = (),
 ) -> bool:
-    """The discovery rule for one directory (see the module documentation)."""
+    """The discovery rule for one directory (see the module documentation).
+
+    `named`: resolved paths named as live, under which a root module without state counts.
+    """
+    resolved = directory.resolve()
     return (
         directory.is_dir()
         and directory.name not in _NEVER_ENTER
         and not directory.name.startswith(".")
         and _is_module_dir(directory)
-        and directory.resolve() not in referenced
-        and has_state(directory)
+        and resolved not in referenced
+        and (has_state(directory) or any(p == resolved or p in resolved.parents for p in named))
         and not is_excluded(directory, base, exclude)
     )
 

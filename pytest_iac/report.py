@@ -28,7 +28,15 @@ if TYPE_CHECKING:
     from pytest_iac.drift import DriftResult
 
 SCHEMA_VERSION = 1
-_ICONS = {"clean": "✅", "drift": "❌", "error": "⚠️"}
+STATUSES = ("clean", "drift", "never-applied", "not-deployed", "error")  # drift.Status
+_ICONS = {"clean": "✅", "drift": "❌", "never-applied": "❌", "not-deployed": "❔", "error": "⚠️"}
+# What a directory that is neither clean nor drifted gets above its details.
+_EXPLAINED = {
+    "never-applied": "Never applied: its state holds no resource, so the plan creates "
+    "everything. Apply it, or check that its backend settings point at its state.",
+    "not-deployed": "Not deployed: no backend and no state, so there is nothing to compare "
+    "the code with. Deploy it, or exclude it (ini `iac_live_exclude`).",
+}
 
 
 def change_dict(change: Change) -> dict[str, Any]:
@@ -96,7 +104,7 @@ def _table_lines(result: DriftResult) -> Iterator[str]:
 
 def summary_line(result: Mapping[str, Any]) -> str:
     """`live/prod/app  drift  configuration 1, state 0, outputs 1` (or the error's first line)."""
-    if result["status"] == "error":
+    if result["status"] in ("error", "not-deployed"):
         lines = (result.get("error") or "").strip().splitlines()
         return f"{result['status']:<5}  {result['name']}  ({lines[0] if lines else '?'})"
     counts = result["counts"]
@@ -119,7 +127,7 @@ def document(
     the changed files that chose which directories were checked.
     """
     ordered = sorted(results, key=lambda r: r["name"])
-    totals = {s: sum(1 for r in ordered if r["status"] == s) for s in ("clean", "drift", "error")}
+    totals = {s: sum(1 for r in ordered if r["status"] == s) for s in STATUSES}
     return {
         "schema_version": SCHEMA_VERSION,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -166,9 +174,11 @@ def markdown(report: Mapping[str, Any]) -> str:
             "</details>",
             "",
         ]
+    also = [f"{totals[s]} {s.replace('-', ' ')}" for s in _EXPLAINED if totals.get(s)]
     lines += [
-        f"**{totals['clean']} clean, {totals['drift']} drifted, {totals['error']} could not be "
-        "checked.**",
+        f"**{totals['clean']} clean, {totals['drift']} drifted, "
+        + "".join(f"{text}, " for text in also)
+        + f"{totals['error']} could not be checked.**",
         "",
         "| Directory | Status | Configuration drift | State drift | Output changes |",
         "|---|---|---:|---:|---:|",
@@ -176,8 +186,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     for r in report["directories"]:
         c = r["counts"]
         icon = _ICONS.get(r["status"], "")
-        if r["status"] == "error":
-            lines.append(f"| `{r['name']}` | {icon} error | n/a | n/a | n/a |")
+        if r["status"] in ("error", "not-deployed"):
+            lines.append(f"| `{r['name']}` | {icon} {r['status']} | n/a | n/a | n/a |")
         else:
             lines.append(
                 f"| `{r['name']}` | {icon} {r['status']} | {c['configuration_drift']} | "
@@ -187,6 +197,11 @@ def markdown(report: Mapping[str, Any]) -> str:
         if r["status"] == "clean":
             continue
         lines += ["", f"### `{r['name']}`: {r['status']}", ""]
+        if r["status"] in _EXPLAINED:
+            lines.append(_EXPLAINED[r["status"]])
+            if r["status"] == "not-deployed":
+                continue
+            lines.append("")
         if r["status"] == "error":
             lines += ["```", (r.get("error") or "").strip(), "```"]
             continue

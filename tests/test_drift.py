@@ -325,7 +325,13 @@ def test_changes_fail_with_a_table_and_reports(
 
     report = json.loads((pytester.path / "out/drift.json").read_text())
     assert report["ok"] is False
-    assert report["totals"] == {"clean": 2, "drift": 2, "error": 0}
+    assert report["totals"] == {
+        "clean": 2,
+        "drift": 2,
+        "never-applied": 0,
+        "not-deployed": 0,
+        "error": 0,
+    }
     assert report["engine"].startswith("terraform ")
     by_name = {d["name"]: d for d in report["directories"]}
     assert list(by_name) == BUILTIN_DIRS
@@ -381,7 +387,13 @@ def test_unreachable_backend_errors(
         ]
     )
     report = json.loads((pytester.path / "drift.json").read_text())
-    assert report["totals"] == {"clean": 0, "drift": 0, "error": 1}
+    assert report["totals"] == {
+        "clean": 0,
+        "drift": 0,
+        "never-applied": 0,
+        "not-deployed": 0,
+        "error": 1,
+    }
     assert report["ok"] is False
 
 
@@ -577,7 +589,13 @@ def test_state_drift_from_an_out_of_band_change(
             ]
         )
         report = json.loads((pytester.path / "drift.json").read_text())
-        assert report["totals"] == {"clean": 5, "drift": 1, "error": 0}
+        assert report["totals"] == {
+            "clean": 5,
+            "drift": 1,
+            "never-applied": 0,
+            "not-deployed": 0,
+            "error": 0,
+        }
         [storage] = [d for d in report["directories"] if d["status"] == "drift"]
         assert storage["name"] == "live/staging/storage"
         assert [c["address"] for c in storage["state_drift"]] == [
@@ -814,7 +832,10 @@ def test_init_is_reused_until_a_backend_setting_changes(
     moved = run()
     assert inits(moved) == 1
     moved.assert_outcomes(failed=1)
-    moved.stdout.fnmatch_lines(["drift  live/prod/network  (configuration 4, state 0, outputs 2)"])
+    # A key where no state is: never applied, says the check, rather than plain drift.
+    moved.stdout.fnmatch_lines(
+        ["never-applied  live/prod/network  (configuration 4, state 0, outputs 2)"]
+    )
     tfbackend.write_text('key = "prod/network/terraform.tfstate"\n')
 
     # A run-wide setting (after the file's): a bucket that does not exist.
@@ -868,3 +889,63 @@ def test_a_drift_run_that_finds_nothing_says_where_it_looked(pytester: pytest.Py
             "*no tests ran*",
         ]
     )
+
+
+def test_a_new_environment_is_reported_not_passed_over(pytester: pytest.Pytester) -> None:
+    # live/qa/app: added, not deployed yet (no backend, no state); live/qa/db: a backend
+    # that holds no state yet (never applied).
+    app, db = pytester.path / "live/qa/app", pytester.path / "live/qa/db"
+    app.mkdir(parents=True)
+    (app / "main.tf").write_text('resource "terraform_data" "x" {\n  input = "qa"\n}\n')
+    db.mkdir(parents=True)
+    (db / "main.tf").write_text(LOCAL_LIVE % "db")
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "drift",
+        "live",
+        "--iac-report-md=d.md",
+        "--iac-report-json=d.json",
+    )
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "not deployed: no backend and no state in live/qa/app, a root module under a live "
+            "path named for this run*Deploy it*iac_live_exclude*iac_skip_not_deployed = true*",
+            "never applied: the state of live/qa/db holds no resource, so its plan creates "
+            "everything (configuration drift 20, *). Apply it, or check that its backend "
+            "settings point at its state.",
+            "*pytest-iac: drift*",
+            "not-deployed  live/qa/app  (no backend and no state)",
+            "never-applied  live/qa/db  (configuration 20, state 0, outputs 0)",
+        ]
+    )
+    report = json.loads((pytester.path / "d.json").read_text())
+    assert report["totals"] == {
+        "clean": 0,
+        "drift": 0,
+        "never-applied": 1,
+        "not-deployed": 1,
+        "error": 0,
+    }
+    markdown = (pytester.path / "d.md").read_text()
+    assert "**0 clean, 0 drifted, 1 never applied, 1 not deployed, 0 could not be" in markdown
+    assert "Not deployed: no backend and no state" in markdown
+    assert "Never applied: its state holds no resource" in markdown
+
+    # Opted out, the new environment is skipped, and -rs says why.
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "-m", "drift", "-rs", "-o", "iac_skip_not_deployed=true", "live"
+    )
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "SKIPPED [1] live/qa/app:1: not deployed: no backend and no state "
+            "(ini iac_skip_not_deployed)"
+        ]
+    )
+
+    # Named by nobody, a module without backend or state may be a reusable one: not a root.
+    result = pytester.runpytest("-p", "no:cacheprovider", "-m", "drift", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["live/qa/db::drift", "1 test collected*"])
