@@ -20,6 +20,8 @@ gone, and the watchdog stops them as pytest would have:
 - once every pipe has closed, or after a grace period, SIGKILL to each group: whatever
   survived the interrupt (a provisioner that ignores it, terraform past the grace period).
 
+A process is registered right after it starts: a death in those microseconds goes unseen.
+
 Not PR_SET_PDEATHSIG: it is Linux only, fires when the *thread* that started the child ends
 (drift checks start terraform from a thread pool, embedded workers outlive the command that
 started them), reaches terraform but not its provisioners, and cannot keep its output open.
