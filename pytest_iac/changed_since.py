@@ -18,7 +18,7 @@ import pytest
 
 from pytest_iac import vcs
 from pytest_iac.affected import LIVE_DIR, SANDBOX_TEST, Layout, Watch, select, summary
-from pytest_iac.deploy_paths import deploy_paths
+from pytest_iac.deploy_paths import Deploy, deploy_calls
 from pytest_iac.drift_items import DriftItem, backend_files
 from pytest_iac.errors import IacError
 from pytest_iac.fixtures import CHANGES_KEY, DEPLOYMENT, DEPLOYS, deploys
@@ -103,13 +103,14 @@ class _Watches:
             return Watch(LIVE_DIR, self.modules(item.live_dir), files)
         if not deploys(item):
             return None
-        roots = _deployed(item, self.rootdir)
-        if roots is None:
-            return Watch(
-                SANDBOX_TEST, frozenset(), always="it deploys a path only known at run time"
-            )
+        deployed = _deployed(item, self.rootdir)
+        if deployed is None:
+            always = "it deploys a path only known at run time"
+            return Watch(SANDBOX_TEST, frozenset(), always=always)
+        roots, var_files = deployed
         trees = frozenset().union(*(self.modules(root) for root in roots))
-        return Watch(SANDBOX_TEST, trees, self.conftests(item.path.parent) | {item.path.resolve()})
+        files = self.conftests(item.path.parent) | var_files | {item.path.resolve()}
+        return Watch(SANDBOX_TEST, trees, files)
 
     def conftests(self, directory: Path) -> frozenset[Path]:
         """The conftest.py files pytest loads for `directory`: there and up to the rootdir."""
@@ -130,21 +131,29 @@ class _Watches:
         return self._modules[directory]
 
 
-def _deployed(item: pytest.Item, rootdir: Path) -> set[Path] | None:
-    """The directories a deploying test deploys (None when a path cannot be read).
+def _deployed(item: pytest.Item, rootdir: Path) -> tuple[set[Path], set[Path]] | None:
+    """The directories a deploying test deploys and the var files it passes (None when a
+    path cannot be read).
 
     The test file's directory (a test beside its module), what `deployment()` fixtures name,
     and the paths the test and its fixtures pass to the deploy fixtures (`iac_deploy`, ...).
     """
     test_dir = item.path.parent.resolve()
-    roots = {test_dir}
+    roots: set[Path] = {test_dir}
+    var_files: set[Path] = set()
+
+    def add(scope: str, deploy: Deploy) -> None:
+        base = rootdir if scope in ("session", "package") else test_dir
+        roots.add((base / deploy.path).resolve())
+        var_files.update((base / f).resolve() for f in deploy.var_files)
+
     closure = item._fixtureinfo.name2fixturedefs  # type: ignore[attr-defined]
     factories: dict[str, str] = {}  # deploy fixtures that take a path: name -> scope
     for name, defs in closure.items():
         func = defs[-1].func
         if hasattr(func, DEPLOYMENT):
-            path, scope = getattr(func, DEPLOYMENT)
-            roots.add(((rootdir if scope in ("session", "package") else test_dir) / path).resolve())
+            scope, path, files = getattr(func, DEPLOYMENT)
+            add(scope, Deploy(path, files))
         elif getattr(func, DEPLOYS, False):
             factories[name] = defs[-1].scope
     users = [(item.obj, set(item._fixtureinfo.argnames))]  # type: ignore[attr-defined]
@@ -152,15 +161,14 @@ def _deployed(item: pytest.Item, rootdir: Path) -> set[Path] | None:
     users += [(d.func, set(d.argnames)) for defs in closure.values() for d in defs]
     for function, arguments in users:
         for factory in arguments & factories.keys():
-            paths = deploy_paths(function, factory)
-            if paths is None:
+            deploys = deploy_calls(function, factory)
+            if deploys is None:
                 return None
-            base = rootdir if factories[factory] in ("session", "package") else test_dir
-            roots.update((base / path).resolve() for path in paths)
-    return roots
+            for deploy in deploys:
+                add(factories[factory], deploy)
+    return roots, var_files
 
 
-@pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
     """pytest-xdist's controller: keep what the first worker that selected reports."""
     output = getattr(node, "workeroutput", None) or {}

@@ -1,10 +1,11 @@
 """Which paths a test or fixture passes to a deploy fixture, read from its code, never run.
 
-`iac_deploy("../network")` inside `def test_x(iac_deploy)` names `../network`; a call with no
-path deploys ".". A path is read when it is a string literal, a module-level constant, or
-built from `Path(__file__)`, `.parent` and `/ "literal"`. Anything else (a computed path,
-the fixture handed to a helper or stored under another name) cannot be read: `None`, and
-the caller keeps the test.
+`iac_deploy("../network", var_files=["prod.tfvars"])` inside `def test_x(iac_deploy)` names
+the module `../network` and the var file `prod.tfvars`; a call with no path deploys ".". A
+path is read when it is a string literal, a module-level constant, or built from
+`Path(__file__)`, `.parent` and `/ "literal"`. Anything else (a computed path, the fixture
+handed to a helper or stored under another name) cannot be read: `None`, and the caller
+keeps the test.
 """
 
 from __future__ import annotations
@@ -13,12 +14,21 @@ import ast
 import inspect
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 
-def deploy_paths(function: Callable[..., Any], factory: str) -> list[Path] | None:
-    """The paths `function` deploys through its argument `factory`, or None if unreadable."""
+@dataclass(frozen=True)
+class Deploy:
+    """One deploy call's paths, as written (relative ones start where the fixture says)."""
+
+    path: Path
+    var_files: tuple[Path, ...] = ()
+
+
+def deploy_calls(function: Callable[..., Any], factory: str) -> list[Deploy] | None:
+    """What `function` deploys through its argument `factory`, or None if unreadable."""
     try:
         source = textwrap.dedent(inspect.getsource(function))
         tree = ast.parse(source)
@@ -33,18 +43,18 @@ def deploy_paths(function: Callable[..., Any], factory: str) -> list[Path] | Non
         for n in ast.walk(tree)
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == factory
     }
-    paths: list[Path] = []
+    deploys: list[Deploy] = []
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Name) and node.id == factory):
             continue
         call = calls.get(id(node))
         if call is None:
             return None  # passed on, stored under another name or rebound: calls elsewhere
-        path = reader.path(call)
-        if path is None:
+        deploy = reader.call(call)
+        if deploy is None:
             return None
-        paths.append(path)
-    return paths
+        deploys.append(deploy)
+    return deploys
 
 
 def _stored(node: ast.Name) -> bool:
@@ -62,18 +72,24 @@ class _PathReader:
         self.globals = module_globals
         self.local = local
 
-    def path(self, call: ast.Call) -> Path | None:
-        """The `path` argument of a deploy call (positional or keyword; "." when absent)."""
-        if call.args:
-            if isinstance(call.args[0], ast.Starred):
+    def call(self, call: ast.Call) -> Deploy | None:
+        """A deploy call's `path` (positional or keyword; "." when absent) and `var_files`."""
+        if any(k.arg is None for k in call.keywords) or any(
+            isinstance(a, ast.Starred) for a in call.args
+        ):
+            return None  # *args or **options: may hold the paths
+        keywords = {k.arg: k.value for k in call.keywords}
+        node = call.args[0] if call.args else keywords.get("path")
+        path = Path() if node is None else self.value(node)
+        var_files: list[Path | None] = []
+        if "var_files" in keywords:
+            node = keywords["var_files"]
+            if not isinstance(node, ast.List | ast.Tuple):
                 return None
-            return self.value(call.args[0])
-        for keyword in call.keywords:
-            if keyword.arg is None:  # **options: may hold the path
-                return None
-            if keyword.arg == "path":
-                return self.value(keyword.value)
-        return Path()
+            var_files = [self.value(element) for element in node.elts]
+        if path is None or None in var_files:
+            return None
+        return Deploy(path, tuple(f for f in var_files if f is not None))
 
     def value(self, node: ast.expr) -> Path | None:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):

@@ -27,7 +27,7 @@ CHANGES_KEY = pytest.StashKey[Changes]()  # --iac-changed-since: what changed
 
 # Set on the function of every fixture that deploys: tests using one are marked `sandbox`.
 DEPLOYS = "_pytest_iac_deploys"
-# Set on a `deployment()` fixture: its (path, scope), so --iac-changed-since knows what it deploys.
+# On a `deployment()` fixture: (scope, path, var files), what --iac-changed-since watches.
 DEPLOYMENT = "_pytest_iac_deployment"
 
 
@@ -238,7 +238,7 @@ def deployment(
         _finish(deployments)
 
     setattr(fixture, DEPLOYS, True)
-    setattr(fixture, DEPLOYMENT, (Path(path), scope))
+    setattr(fixture, DEPLOYMENT, (scope, Path(path), tuple(Path(f) for f in var_files)))
     return pytest.fixture(scope=scope)(fixture)  # type: ignore[call-overload]
 
 

@@ -11,7 +11,7 @@ import git
 import pytest
 
 from pytest_iac.affected import Layout, Watch, everything_reason, select, summary
-from pytest_iac.deploy_paths import deploy_paths
+from pytest_iac.deploy_paths import Deploy, deploy_calls
 from pytest_iac.vcs import ChangesError, changed_since
 
 
@@ -266,18 +266,18 @@ CONSTANT = "../constant"
 def test_deploy_paths_read_from_code() -> None:
     def literal(iac_deploy: Any) -> None:
         iac_deploy("../network", vars={"name": "x"})
-        iac_deploy(path="../naming")
+        iac_deploy(path="../naming", var_files=["prod.tfvars", CONSTANT])
         iac_deploy(vars={"name": "x"})
         iac_deploy(CONSTANT)
         iac_deploy(Path(__file__).parent / "sub" / "mod")
 
     here = Path(__file__).resolve().parent
-    assert deploy_paths(literal, "iac_deploy") == [
-        Path("../network"),
-        Path("../naming"),
-        Path(),
-        Path("../constant"),
-        here / "sub" / "mod",
+    assert deploy_calls(literal, "iac_deploy") == [
+        Deploy(Path("../network")),
+        Deploy(Path("../naming"), (Path("prod.tfvars"), Path("../constant"))),
+        Deploy(Path()),
+        Deploy(Path("../constant")),
+        Deploy(here / "sub" / "mod"),
     ]
 
 
@@ -298,6 +298,10 @@ def spread(iac_deploy: Any, options: dict[str, Any]) -> None:
     iac_deploy(**options)
 
 
-@pytest.mark.parametrize("function", [computed, passed_on, shadowed, spread])
+def var_files_computed(iac_deploy: Any, files: list[str]) -> None:
+    iac_deploy(".", var_files=files)
+
+
+@pytest.mark.parametrize("function", [computed, passed_on, shadowed, spread, var_files_computed])
 def test_deploy_paths_that_cannot_be_read(function: Callable[..., None]) -> None:
-    assert deploy_paths(function, "iac_deploy") is None
+    assert deploy_calls(function, "iac_deploy") is None

@@ -261,7 +261,7 @@ import pytest_iac
 
 PATHS = ["../modules/network"]
 
-network = pytest_iac.deployment("../modules/network", vars={"name": "n"})
+network = pytest_iac.deployment("../modules/network", var_files=["../shared/net.tfvars"])
 
 
 def test_network(network):
@@ -278,7 +278,7 @@ def test_computed(iac_deploy):
 
 
 def test_paths_a_test_deploys(pytester: pytest.Pytester, project: git.Repo) -> None:
-    write(pytester.path, {"tests/test_stack.py": STACK_TESTS})
+    write(pytester.path, {"tests/test_stack.py": STACK_TESTS, "shared/net.tfvars": ""})
     commit(project, "tests beside no module")
     write(pytester.path, {"modules/naming/extra.tf": ""})
 
@@ -301,9 +301,12 @@ def test_paths_a_test_deploys(pytester: pytest.Pytester, project: git.Repo) -> N
             "  tests/test_stack.py::test_computed: it deploys a path only known at run time",
         ]
     )
-    write(pytester.path, {"modules/naming/extra.tf": "", "modules/network/extra.tf": ""})
-    result = run(pytester, "--collect-only", "-q")
-    assert "tests/test_stack.py::test_network" in selected(result)
+    for change in ("modules/network/extra.tf", "shared/net.tfvars"):
+        write(pytester.path, {change: "# changed\n"})
+        result = run(pytester, "--collect-only", "-q")
+        assert "tests/test_stack.py::test_network" in selected(result)
+        project.git.checkout("-q", "--", ".")
+        project.git.clean("-q", "-f", "-d")
 
 
 def test_under_xdist_the_workers_select_and_the_summary_says_so(
