@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_iac import providers
+from pytest_iac import providers, tfconfig, versions
 from pytest_iac.errors import IacError
 from pytest_iac.sandbox import Event, Stack
 
@@ -38,8 +38,6 @@ _ELSEWHERE = re.compile(
     r"^AWS_(PROFILE|DEFAULT_PROFILE|ROLE_ARN|ROLE_SESSION_NAME|WEB_IDENTITY_TOKEN_FILE"
     r"|CONTAINER_CREDENTIALS_\w+|CONTAINER_AUTHORIZATION_TOKEN\w*|ENDPOINT_URL_\w+)$"
 )
-_TAGS_VARIABLE = re.compile(r'^\s*variable\s+"tags"\s*\{', re.MULTILINE)
-_USES_AWS = re.compile(r'hashicorp/aws"|^\s*provider\s+"aws"|^\s*resource\s+"aws_', re.MULTILINE)
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
 
 
@@ -455,18 +453,35 @@ def uses_aws(stack: Stack) -> bool:
 
 
 def module_uses_aws(directory: Path) -> bool:
-    """Whether the .tf files in `directory` use the AWS provider (a quick textual check)."""
-    return any(
-        _USES_AWS.search(tf.read_text(encoding="utf-8", errors="replace"))
-        for tf in directory.glob("*.tf")
-    )
+    """Whether the module in `directory` (or a local module it calls) uses the AWS provider,
+    or calls a registry module made for it (`terraform-aws-modules/vpc/aws`).
+
+    A file the reader cannot read counts as using it: the AWS guards then apply.
+    """
+    for module in tfconfig.read_closure(directory).values():
+        if not module.readable or AWS_PROVIDER in module.providers.values():
+            return True
+        if any(_registry_provider(call) == "aws" for call in module.module_calls.values()):
+            return True
+    return False
+
+
+def _registry_provider(call: tfconfig.ModuleCall) -> str | None:
+    """The provider a registry module is made for: the last part of NAMESPACE/NAME/PROVIDER."""
+    if call.source is None:
+        return None
+    source = versions.parse_source(call.source, call.version)
+    return source.address.split("//")[0].split("/")[-1] if source.kind == "registry" else None
 
 
 def declares_tags(module_dir: Path) -> bool:
-    """Whether the module takes a `tags` variable: the run's tags are merged into it."""
-    return any(
-        _TAGS_VARIABLE.search(tf.read_text(encoding="utf-8")) for tf in module_dir.glob("*.tf")
-    )
+    """Whether the module takes a `tags` variable: the run's tags are merged into it.
+
+    A file the reader cannot read counts as declaring it: resources left untagged could not
+    be found by the leak sweep, while a value for an undeclared variable is only a warning.
+    """
+    module = tfconfig.read_module(module_dir)
+    return "tags" in module.variables or not module.readable
 
 
 def provider_unavailable(mirrors: Sequence[Path], timeout: float = 3.0) -> str | None:

@@ -32,14 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pytest_iac import report
+from pytest_iac import report, tfconfig
 from pytest_iac.engine import Terraform
 from pytest_iac.errors import IacError, TerraformError
 from pytest_iac.init_cache import InitCache
-from pytest_iac.live import DEFAULT_STATE, has_state, module_closure, relative_name
+from pytest_iac.live import DEFAULT_STATE, has_state, relative_name
 from pytest_iac.plan import Change, OutputChange, Plan
 from pytest_iac.redact import redact
-from pytest_iac.sandbox import copy_module
+from pytest_iac.workspace import copy_module, write_private
 
 log = logging.getLogger("pytest_iac")
 
@@ -227,7 +227,7 @@ def _plan(
     plan_args.append("-json")
     if vars:
         var_file = workdir / "drift.tfvars.json"
-        _write_private(var_file, json.dumps(dict(vars), indent=2))
+        write_private(var_file, json.dumps(dict(vars), indent=2))
         plan_args.append(f"-var-file={var_file}")
     try:
         planned = run(plan_args, frozenset({0, 2}))
@@ -310,7 +310,7 @@ def _backend_args(
     def flush() -> None:
         if pending:
             path = workdir / f"run-{len(args)}.tfbackend"
-            _write_private(path, "".join(f"{k} = {_hcl(v)}\n" for k, v in pending.items()))
+            write_private(path, "".join(f"{k} = {_hcl(v)}\n" for k, v in pending.items()))
             args.append(f"-backend-config={path}")
             pending.clear()
 
@@ -341,12 +341,6 @@ def _hcl(value: Any) -> str:
     return json.dumps(value)
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def parse_backend_config(values: Sequence[str], base: Path, origin: str) -> list[BackendConfig]:
     """Backend configuration given as `KEY=VALUE` or a file path (relative to `base`).
 
@@ -373,30 +367,18 @@ def parse_backend_config(values: Sequence[str], base: Path, origin: str) -> list
 # Many directories at once
 
 
-# Resource and data source types of Terraform's built-in provider.
-_TYPE_REFERENCE = re.compile(r'^\s*(?:resource|data|ephemeral)\s+"([^"]+)"', re.MULTILINE)
-_PROVIDER_USE = re.compile(r"""^\s*(?:provider\s+"|required_providers\b)""", re.MULTILINE)
-_MODULE_SOURCE = re.compile(r'^\s*source\s*=\s*"([^"]*)"', re.MULTILINE)
-
-
 def needs_providers(live_dir: Path) -> bool:
     """Could `init` of `live_dir` install a provider plugin? False only when surely not.
 
-    Surely not: its `.tf` files and those of its local modules (no `.tf.json`, no module
-    from a registry or repository) use only types of the built-in provider
-    (`terraform_data`, `terraform_remote_state`) and configure no provider.
+    Surely not: it and its local modules (no module from a registry or repository) use only
+    Terraform's built-in provider (`terraform_data`, `terraform_remote_state`), and every
+    file of theirs was read.
     """
-    for directory in module_closure(live_dir):
-        if any(directory.glob("*.tf.json")):
+    for module in tfconfig.read_closure(live_dir).values():
+        if not module.readable or set(module.providers) - {"terraform"}:
             return True
-        for tf_file in directory.glob("*.tf"):
-            text = tf_file.read_text(encoding="utf-8", errors="replace")
-            if _PROVIDER_USE.search(text):
-                return True
-            if any(not t.startswith("terraform_") for t in _TYPE_REFERENCE.findall(text)):
-                return True
-            if any(not s.startswith(("./", "../")) for s in _MODULE_SOURCE.findall(text)):
-                return True
+        if any(not call.is_local for call in module.module_calls.values()):
+            return True
     return False
 
 

@@ -1,10 +1,15 @@
-"""Just enough of HCL's native syntax to find blocks and attributes, not to evaluate them.
+"""Just enough of HCL's native syntax to find blocks and attributes, and literal values.
 
 `blocks()` splits a `.tf` file into its top-level blocks and `items()` a block's body into
 its attributes and nested blocks, each with its raw text. Strings (with `${...}` and
 `%{...}` templates nested to any depth), heredocs, comments and brackets are skipped as
 units, so a `}` or a newline inside them never ends anything. What this cannot read raises
 `HclError`: callers then treat the file as opaque instead of guessing.
+
+`literal()` gives the value of an expression made only of literals (strings without
+interpolation, heredocs, numbers, `true`, `false`, `null`, lists and objects of them), and
+`UNKNOWN` for any other (references, function calls, operators, templates): never a guess.
+What the files of a module say is asked of `pytest_iac.tfconfig`, which reads them with this.
 """
 
 from __future__ import annotations
@@ -12,14 +17,35 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 _IDENTIFIER = re.compile(r"[^\W\d][\w-]*")  # Unicode letters too, as HCL allows
 _HEREDOC = re.compile(r"<<(-?)([A-Za-z_][A-Za-z0-9_-]*)[ \t]*\r?\n")
 _CLOSING = {"(": ")", "[": "]", "{": "}"}
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
+_KEYWORDS = {"true": True, "false": False, "null": None}
 
 
 class HclError(ValueError):
     """Text this reader does not understand."""
+
+
+class _Unknown:
+    """The value of an expression that is not a literal: known only when Terraform runs."""
+
+    _instance: _Unknown | None = None
+
+    def __new__(cls) -> _Unknown:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Any = _Unknown()
 
 
 @dataclass(frozen=True)
@@ -177,3 +203,116 @@ def _skip_heredoc(text: str, opening: re.Match[str]) -> int:
             return end
         i = end + 1
     raise HclError(f"unterminated heredoc {marker}")
+
+
+# Literal values
+
+
+class _NotLiteral(Exception):
+    pass
+
+
+def literal(expression: str) -> Any:
+    """The value of `expression` if it is a literal (see the module documentation), else
+    `UNKNOWN`. Numbers with a fraction or exponent are floats, others ints."""
+    try:
+        value, end = _literal(expression, _skip_blank(expression, 0))
+        if _skip_blank(expression, end) != len(expression):
+            return UNKNOWN  # an operator, an index, a call... follows
+    except (_NotLiteral, HclError, RecursionError):
+        return UNKNOWN
+    return value
+
+
+def _literal(text: str, i: int) -> tuple[Any, int]:
+    """The literal value starting at `i`, and where it ends."""
+    if text.startswith('"', i):
+        return _string_value(text, i)
+    if heredoc := _HEREDOC.match(text, i):
+        return _heredoc_value(text, heredoc)
+    if text.startswith("[", i):
+        return _list_value(text, i + 1)
+    if text.startswith("{", i):
+        return _object_value(text, i + 1)
+    if number := _NUMBER.match(text, i):
+        if number.group(1) or number.group(2):
+            return float(number.group()), number.end()
+        return int(number.group()), number.end()
+    if (word := _IDENTIFIER.match(text, i)) and word.group() in _KEYWORDS:
+        return _KEYWORDS[word.group()], word.end()
+    raise _NotLiteral
+
+
+def _string_value(text: str, i: int) -> tuple[str, int]:
+    """A quoted string without interpolations or directives, escapes resolved."""
+    end = _skip_string(text, i)
+    chars: list[str] = []
+    i += 1
+    while i < end - 1:
+        if text[i] == "\\":
+            code = text[i + 1]
+            if code in _ESCAPES:
+                chars.append(_ESCAPES[code])
+                i += 2
+            elif code in "uU":
+                digits = 4 if code == "u" else 8
+                chars.append(chr(int(text[i + 2 : i + 2 + digits], 16)))
+                i += 2 + digits
+            else:
+                raise _NotLiteral
+        elif text.startswith(("$${", "%%{"), i):
+            chars.append(text[i + 1 : i + 3])
+            i += 3
+        elif text.startswith(("${", "%{"), i):
+            raise _NotLiteral
+        else:
+            chars.append(text[i])
+            i += 1
+    return "".join(chars), end
+
+
+def _heredoc_value(text: str, opening: re.Match[str]) -> tuple[str, int]:
+    end = _skip_heredoc(text, opening)
+    lines = text[opening.end() : end].split("\n")[:-1]  # the last: the closing marker
+    if opening.group(1):  # <<-: the smallest indentation goes
+        indents = [len(line) - len(line.lstrip(" \t")) for line in lines if line.strip()]
+        lines = [line[min(indents, default=0) :] for line in lines]
+    body = "".join(line + "\n" for line in lines)
+    unescaped = body.replace("$${", "").replace("%%{", "")
+    if "${" in unescaped or "%{" in unescaped:
+        raise _NotLiteral
+    return body.replace("$${", "${").replace("%%{", "%{"), end
+
+
+def _list_value(text: str, i: int) -> tuple[list[Any], int]:
+    values: list[Any] = []
+    i = _skip_blank(text, i)
+    while not text.startswith("]", i):
+        value, i = _literal(text, i)
+        values.append(value)
+        i = _skip_blank(text, i)
+        if text.startswith(",", i):
+            i = _skip_blank(text, i + 1)
+        elif not text.startswith("]", i):
+            raise _NotLiteral
+    return values, i + 1
+
+
+def _object_value(text: str, i: int) -> tuple[dict[str, Any], int]:
+    values: dict[str, Any] = {}
+    i = _skip_blank(text, i)
+    while not text.startswith("}", i):
+        if text.startswith('"', i):
+            key, i = _string_value(text, i)
+        elif word := _IDENTIFIER.match(text, i):
+            key, i = word.group(), word.end()
+        else:
+            raise _NotLiteral  # a (computed) key
+        i = _skip_spaces(text, i)
+        if not text.startswith(("=", ":"), i) or text.startswith("==", i):
+            raise _NotLiteral
+        values[key], i = _literal(text, _skip_blank(text, i + 1))
+        i = _skip_blank(text, i)
+        if text.startswith(",", i):
+            i = _skip_blank(text, i + 1)
+    return values, i + 1

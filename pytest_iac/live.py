@@ -13,25 +13,25 @@ example `live/prod/network`), as opposed to a module that only serves others. Th
   a path the user named as live (`named`): there it is a new environment, not deployed yet,
   which the drift check reports instead of passing over;
 - it matches none of the `exclude` globs (fnmatch against its path relative to `base`).
+
+What the files say is read by `pytest_iac.tfconfig`. A directory with a file the reader
+cannot read counts as having a backend: it is checked, and Terraform's plan says what is
+wrong, rather than passed over in silence.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-# `source = "./x"` or `source = "../x"`: a local module call.
-_LOCAL_SOURCE = re.compile(r"""^\s*source\s*=\s*"(\.{1,2}/[^"]*)"\s*$""", re.MULTILINE)
-_BACKEND_BLOCK = re.compile(r"""^\s*(?:backend\s+"[^"]+"|cloud)\s*\{""", re.MULTILINE)
-_NEVER_ENTER = {".terraform", "__pycache__", "node_modules", "venv", "site-packages"}
+from pytest_iac import tfconfig
+from pytest_iac.workspace import NOT_MODULES
+
+# Never searched for live configuration: what is not part of a module, and dependencies.
+_NEVER_ENTER = NOT_MODULES | {"node_modules", "venv", "site-packages"}
 DEFAULT_STATE = "terraform.tfstate"  # a local backend's state without a `path`
-
-
-def _is_module_dir(directory: Path) -> bool:
-    return any(directory.glob("*.tf")) or any(directory.glob("*.tf.json"))
 
 
 def _walk_module_dirs(top: Path) -> Iterator[Path]:
@@ -39,7 +39,7 @@ def _walk_module_dirs(top: Path) -> Iterator[Path]:
     for current, dirs, _files in os.walk(top):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _NEVER_ENTER)
         directory = Path(current)
-        if _is_module_dir(directory):
+        if tfconfig.is_module_dir(directory):
             yield directory
 
 
@@ -47,36 +47,18 @@ def has_state(directory: Path) -> bool:
     """Does `directory` declare a backend or hold a local state (see the discovery rule)?"""
     if (directory / DEFAULT_STATE).is_file():
         return True
-    for tf_file in directory.glob("*.tf"):
-        if _BACKEND_BLOCK.search(tf_file.read_text(encoding="utf-8", errors="replace")):
-            return True
-    for json_file in directory.glob("*.tf.json"):
-        text = json_file.read_text(encoding="utf-8", errors="replace")
-        if '"backend"' in text or '"cloud"' in text:
-            return True
-    return False
+    module = tfconfig.read_module(directory)
+    return module.backend is not None or not module.readable
 
 
 def local_sources(directory: Path) -> set[Path]:
     """The directories `directory` calls as local modules (resolved)."""
-    found: set[Path] = set()
-    for tf_file in directory.glob("*.tf"):
-        text = tf_file.read_text(encoding="utf-8", errors="replace")
-        found.update((directory / src).resolve() for src in _LOCAL_SOURCE.findall(text))
-    return found
+    return tfconfig.read_module(directory).local_module_dirs
 
 
 def module_closure(directory: Path) -> set[Path]:
     """`directory` and every local module it calls, directly or not (resolved)."""
-    seen: set[Path] = set()
-    pending = [directory.resolve()]
-    while pending:
-        current = pending.pop()
-        if current in seen or not current.is_dir():
-            continue
-        seen.add(current)
-        pending.extend(local_sources(current))
-    return seen
+    return set(tfconfig.read_closure(directory))
 
 
 def referenced_modules(trees: Iterable[Path]) -> set[Path]:
@@ -117,7 +99,7 @@ def is_live_root(
         directory.is_dir()
         and directory.name not in _NEVER_ENTER
         and not directory.name.startswith(".")
-        and _is_module_dir(directory)
+        and tfconfig.is_module_dir(directory)
         and resolved not in referenced
         and (has_state(directory) or any(p == resolved or p in resolved.parents for p in named))
         and not is_excluded(directory, base, exclude)

@@ -9,19 +9,20 @@ the output pytest-iac logs and in the errors it raises. No pytest import here.
 
 from __future__ import annotations
 
-import functools
 import json
+import logging
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_iac import tfconfig
+
+log = logging.getLogger("pytest_iac")
+
 MASK = "<sensitive>"
 _MIN_LENGTH = 3  # shorter values would mask ordinary words and numbers
-
-_VARIABLE = re.compile(r'^\s*variable\s+"([^"]+)"\s*\{', re.MULTILINE)
-_SENSITIVE = re.compile(r"^\s*sensitive\s*=\s*true\b", re.MULTILINE)
 
 
 class Redactor:
@@ -59,66 +60,26 @@ def redact(text: str) -> str:
 
 
 def remember_variables(module_dir: Path, values: Mapping[str, Any]) -> None:
-    """Remember the values given to the variables `module_dir` declares sensitive."""
-    names = sensitive_variables(module_dir)
+    """Remember the values given to the variables `module_dir` declares sensitive.
+
+    Where a file of the module cannot be read, any of its variables may be sensitive: every
+    value given is remembered then (the safe side), and a warning says why.
+    """
+    module = tfconfig.read_module(module_dir)
+    names = module.sensitive_variables
+    if not module.readable:
+        names = frozenset(values)
+        log.warning(
+            "could not read %s: every variable value given to %s is masked as sensitive",
+            "; ".join(str(u) for u in module.unreadable),
+            module_dir,
+        )
     SECRETS.add(s for name in names if name in values for s in _strings(values[name]))
 
 
 def remember(value: Any) -> None:
     """Remember a sensitive value (a sensitive output's, say), whatever its shape."""
     SECRETS.add(_strings(value))
-
-
-@functools.lru_cache(maxsize=256)
-def sensitive_variables(module_dir: Path) -> frozenset[str]:
-    """Names of the variables a module declares `sensitive = true` (.tf and .tf.json files)."""
-    names: set[str] = set()
-    for tf_file in sorted(module_dir.glob("*.tf")):
-        text = tf_file.read_text(encoding="utf-8", errors="replace")
-        for match in _VARIABLE.finditer(text):
-            if _SENSITIVE.search(_block(text, match.end() - 1)):
-                names.add(match.group(1))
-    for json_file in sorted(module_dir.glob("*.tf.json")):
-        try:
-            data = json.loads(json_file.read_text(encoding="utf-8"))
-        except ValueError:
-            continue
-        variables = data.get("variable") if isinstance(data, dict) else None
-        if isinstance(variables, dict):
-            names.update(
-                name
-                for name, body in variables.items()
-                if isinstance(body, dict) and body.get("sensitive") is True
-            )
-    return frozenset(names)
-
-
-def _block(text: str, opening: int) -> str:
-    """The text of the `{...}` block whose `{` is at `opening` (strings may hold braces)."""
-    depth = 0
-    in_string = False
-    i = opening
-    while i < len(text):
-        char = text[i]
-        if in_string:
-            if char == "\\":
-                i += 1
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "#" or text.startswith("//", i):
-            newline = text.find("\n", i)
-            i = len(text) if newline < 0 else newline
-            continue
-        elif char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return text[opening : i + 1]
-        i += 1
-    return text[opening:]
 
 
 def _strings(value: Any) -> Iterator[str]:

@@ -19,8 +19,6 @@ import contextlib
 import json
 import logging
 import math
-import os
-import re
 import shlex
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,13 +31,11 @@ from pytest_iac.engine import Result, Terraform
 from pytest_iac.errors import DestroyError, IacError, TerraformError
 from pytest_iac.init_cache import InitCache
 from pytest_iac.plan import Plan
+from pytest_iac.tfconfig import is_module_dir
+from pytest_iac.workspace import copy_module, write_private
 
 log = logging.getLogger("pytest_iac")
 
-# `source = "./x"` or `source = "../x"` in a module block: a local module to copy along.
-_LOCAL_SOURCE = re.compile(r"""^\s*source\s*=\s*"(\.{1,2}/[^"]*)"\s*$""", re.MULTILINE)
-_SKIP_NAMES = {".terraform", "__pycache__", ".pytest_cache", ".git"}
-_SKIP_FILES = re.compile(r"^(terraform\.tfstate.*|\.terraform\.tfstate\.lock\.info|.*\.tfplan)$")
 _VAR_FILE = "pytest-iac.tfvars.json"
 
 # What a sandbox tells its hooks: before the first apply (and every re-apply), before a
@@ -283,7 +279,7 @@ class Stack:
         args = ["init"]
         if self.backend_config:
             backend_file = self.workdir / _BACKEND_FILE
-            _write_private(backend_file, _hcl_assignments(self.backend_config))
+            write_private(backend_file, _hcl_assignments(self.backend_config))
             args.append(f"-backend-config={backend_file}")
         else:  # before every init: an upgrade test puts other code in place
             (self.module_dir / _OWN_STATE_FILE).write_text(_OWN_STATE, encoding="utf-8")
@@ -350,7 +346,7 @@ class Stack:
         values = self.vars if vars is None else vars
         text = var_file_text(values)
         redact.remember_variables(self.module_dir, values)  # masked in all we show
-        _write_private(self.workdir / _VAR_FILE, text)
+        write_private(self.workdir / _VAR_FILE, text)
         return [f"-var-file={f}" for f in self.var_file_paths]
 
     def _run(self, args: list[str], *, quiet: bool = False) -> Result:
@@ -445,53 +441,8 @@ def check_module(source: Path) -> None:
         raise IacError(f"module path {source} does not exist")
     if not source.is_dir():
         raise IacError(f"module path {source} is not a directory")
-    if not any(source.glob("*.tf")) and not any(source.glob("*.tf.json")):
+    if not is_module_dir(source):
         raise IacError(f"module path {source} has no .tf files: is it a Terraform module?")
-
-
-def copy_module(source: Path, destination: Path, anchor: Path | None = None) -> Path:
-    """Copy `source` and the local modules it calls; return where `source` landed.
-
-    The copies keep their layout relative to each other (and to `anchor`, by default the
-    deepest directory holding them all), so relative `source` paths resolve in the copy as
-    they do in the original tree.
-    """
-    source = source.resolve()
-    needed = _local_module_dirs(source)
-    anchor = anchor or Path(os.path.commonpath(needed))
-    for directory in sorted(needed):
-        if any(parent in needed for parent in directory.parents):
-            continue  # copied with its parent
-        shutil.copytree(
-            directory,
-            destination / directory.relative_to(anchor),
-            ignore=_ignored,
-            dirs_exist_ok=True,
-        )
-    return destination / source.relative_to(anchor)
-
-
-def _local_module_dirs(root: Path) -> set[Path]:
-    seen: set[Path] = set()
-    pending = [root]
-    while pending:
-        directory = pending.pop()
-        if directory in seen or not directory.is_dir():
-            continue
-        seen.add(directory)
-        for tf_file in directory.glob("*.tf"):
-            for relative in _LOCAL_SOURCE.findall(tf_file.read_text(encoding="utf-8")):
-                pending.append((directory / relative).resolve())
-    return seen
-
-
-def skipped(name: str, is_dir: bool) -> bool:
-    """Terraform's own files and hidden directories: never part of a copy of a module."""
-    return name in _SKIP_NAMES or bool(_SKIP_FILES.match(name)) or (is_dir and name[:1] == ".")
-
-
-def _ignored(directory: str, names: list[str]) -> set[str]:
-    return {n for n in names if skipped(n, Path(directory, n).is_dir())}
 
 
 def _addresses(module: Mapping[str, Any]) -> Iterator[str]:
@@ -512,13 +463,6 @@ def _unique_dir(root: Path, name: str) -> Path:
             continue
         return candidate
     raise IacError(f"could not make a working directory for {name} under {root}")
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read: var files may hold secrets."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 def _hcl_assignments(values: Mapping[str, Any]) -> str:

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_iac.plan import Plan
-from pytest_iac.sandbox import Stack, copy_module
+from pytest_iac.sandbox import Stack
 from pytest_iac.vcs import ModuleAtRef, RefError, module_at, write_module
+from pytest_iac.workspace import copy_module
 
 __all__ = ["ModuleAtRef", "RefError", "UpgradeStack", "module_at"]
 

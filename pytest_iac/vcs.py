@@ -3,19 +3,22 @@ trunk guard, and a module as it was at a ref (upgrade tests). No pytest import h
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_iac import hcl
 from pytest_iac.errors import IacError
 from pytest_iac.live import module_closure
-from pytest_iac.sandbox import skipped
+from pytest_iac.tfconfig import is_module_file, module_from_files
+from pytest_iac.workspace import skipped
 
 if TYPE_CHECKING:
     import git  # imported where used: a run without drift checks never loads GitPython
+
+log = logging.getLogger("pytest_iac")
 
 
 class TrunkError(IacError):
@@ -202,35 +205,30 @@ def _closure_at(commit: git.Commit, module: str, ref: str) -> set[str]:
             tree = commit.tree / directory if directory != "." else commit.tree
         except KeyError:
             tree = None
-        tf_files = [b for b in tree.blobs if b.name.endswith(".tf")] if tree is not None else []
+        tf_files = [b for b in tree.blobs if is_module_file(b.name)] if tree is not None else []
         if tree is None or tree.type != "tree" or not tf_files:
             raise RefError(
                 f"from_ref={ref!r}: {where} did not exist at {ref} (commit "
                 f"{commit.hexsha[:12]}): no .tf files there. Pick a ref where it did."
             )
         seen.add(directory)
-        for blob in tf_files:
-            text = blob.data_stream.read().decode("utf-8", errors="replace")
-            for call in _local_calls(text):
-                pending.append((posixpath.normpath(posixpath.join(directory, call)), directory))
+        read = module_from_files(
+            Path(directory), {b.name: b.data_stream.read() for b in tree.blobs}
+        )
+        for unreadable in read.unreadable:
+            log.warning(
+                "from_ref=%r: could not read %s at %s (%s): local modules it calls, if any, "
+                "are not deployed with it",
+                ref,
+                unreadable.path,
+                ref,
+                unreadable.reason,
+            )
+        for call in read.module_calls.values():
+            if call.is_local and call.source is not None:
+                called = posixpath.normpath(posixpath.join(directory, call.source))
+                pending.append((called, directory))
     return seen
-
-
-def _local_calls(text: str) -> list[str]:
-    """The local paths (`./x`, `../x`) that module blocks of a `.tf` file call."""
-    calls = []
-    try:
-        for block in hcl.blocks(text):
-            if block.kind != "module":
-                continue
-            for item in hcl.items(block.body):
-                if isinstance(item, hcl.Attribute) and item.name == "source":
-                    value = item.expression.strip().strip('"')
-                    if value.startswith(("./", "../")):
-                        calls.append(value)
-    except hcl.HclError:
-        pass
-    return calls
 
 
 def write_module(at: ModuleAtRef, destination: Path) -> Path:

@@ -1,0 +1,14 @@
+terraform {
+  required_version = ">= 1.3.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 6.37.0"
+    }
+    time = {
+      source  = "hashicorp/time"
+      version = ">= 0.7"
+    }
+  }
+}
