@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from pytest_iac import hcl
-from pytest_iac.sandbox import skipped
+from pytest_iac import tfconfig
+from pytest_iac.workspace import skipped
 
 K = TypeVar("K")
 
@@ -63,7 +63,7 @@ class Layout:
     pytest_files: Sequence[str] = ("test_*.py", "*_test.py")  # ini python_files
     inifile: Path | None = None
     imported: Collection[Path] = ()  # files of the Python modules the run has loaded
-    is_module_dir: Callable[[Path], bool] = lambda d: any(d.glob("*.tf"))
+    is_module_dir: Callable[[Path], bool] = tfconfig.is_module_dir
 
     def is_pytest_file(self, path: Path) -> bool:
         return path.name == "conftest.py" or any(
@@ -96,13 +96,11 @@ def _unplaceable(path: Path, layout: Layout) -> str | None:
         return "pytest's settings or the tests' Python environment"
     if path.name == LOCK_FILE and path.parent.is_dir() and not layout.is_module_dir(path.parent):
         return "a lock file outside any module directory: which modules use it is unknown"
-    if path.name.endswith(".tf.json"):
-        return "the reader does not read JSON configuration: its module calls are unknown"
-    if path.suffix == ".tf" and path.is_file():
-        try:
-            hcl.blocks(path.read_text(encoding="utf-8"))
-        except (hcl.HclError, UnicodeDecodeError):
-            return "the reader cannot parse it: its module calls are unknown"
+    if tfconfig.is_module_file(path.name) and path.is_file():
+        read = tfconfig.module_from_files(path.parent, {path.name: path.read_bytes()})
+        if read.unreadable:
+            why = read.unreadable[0].reason
+            return f"the reader cannot parse it ({why}): its module calls are unknown"
     if path.suffix == ".py" and not layout.is_pytest_file(path) and path in layout.imported:
         return "Python code the tests import"
     return None

@@ -226,7 +226,7 @@ def test_an_item_that_cannot_be_placed_is_always_kept(tree: Path) -> None:
         ("requirements-dev.txt", "", "pytest's settings or the tests' Python environment"),
         ("shared/.terraform.lock.hcl", "", "a lock file outside any module directory"),
         ("modules/naming/broken.tf", 'resource "x" {\n', "the reader cannot parse it"),
-        ("modules/naming/main.tf.json", "{}", "the reader does not read JSON configuration"),
+        ("modules/naming/main.tf.json", "[]", "the reader cannot parse it"),
         ("helpers/util.py", "", "Python code the tests import"),
     ],
 )
