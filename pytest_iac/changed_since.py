@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_iac import vcs
+from pytest_iac import tfconfig, vcs
 from pytest_iac.affected import LIVE_DIR, SANDBOX_TEST, Layout, Watch, select, summary
 from pytest_iac.deploy_paths import Deploy, deploy_calls
 from pytest_iac.drift_items import DriftItem, backend_files
 from pytest_iac.errors import IacError
 from pytest_iac.fixtures import CHANGES_KEY, DEPLOYMENT, DEPLOYS, deploys
-from pytest_iac.live import local_sources, module_closure
 
 # What the summary says: its line, then each kept item's node id and why. Plain data: under
 # pytest-xdist the workers select, and the controller prints what the first one sends.
@@ -94,13 +94,13 @@ class _Watches:
     def __init__(self, config: pytest.Config, rootdir: Path) -> None:
         self.rootdir = rootdir
         self.backend_files = frozenset(f.resolve() for f in backend_files(config))
-        self._modules: dict[Path, frozenset[Path]] = {}
+        self._modules: dict[Path, tuple[frozenset[Path], str | None]] = {}
 
     def __call__(self, item: pytest.Item) -> Watch | None:
         """What `item`'s result depends on; None for an item this option never deselects."""
         if isinstance(item, DriftItem):
             files = self.conftests(item.live_dir) | self.backend_files
-            return Watch(LIVE_DIR, self.modules(item.live_dir), files)
+            return self.watch(LIVE_DIR, {item.live_dir}, files)
         if not deploys(item):
             return None
         deployed = _deployed(item, self.rootdir)
@@ -108,9 +108,17 @@ class _Watches:
             always = "it deploys a path only known at run time"
             return Watch(SANDBOX_TEST, frozenset(), always=always)
         roots, var_files = deployed
-        trees = frozenset().union(*(self.modules(root) for root in roots))
         files = self.conftests(item.path.parent) | var_files | {item.path.resolve()}
-        return Watch(SANDBOX_TEST, trees, files)
+        return self.watch(SANDBOX_TEST, roots, files)
+
+    def watch(self, kind: str, roots: Iterable[Path], files: frozenset[Path]) -> Watch:
+        trees: set[Path] = set()
+        unknown = None
+        for root in roots:
+            modules, why = self.modules(root)
+            trees |= modules
+            unknown = unknown or why
+        return Watch(kind, frozenset(trees), files, always=unknown)
 
     def conftests(self, directory: Path) -> frozenset[Path]:
         """The conftest.py files pytest loads for `directory`: there and up to the rootdir."""
@@ -121,14 +129,30 @@ class _Watches:
                 break
         return frozenset(found)
 
-    def modules(self, directory: Path) -> frozenset[Path]:
-        """`directory`, the local modules it calls (transitively), and calls to missing ones."""
+    def modules(self, directory: Path) -> tuple[frozenset[Path], str | None]:
+        """`directory`, the local modules it calls (transitively) and calls to missing ones;
+        and why these may not be all, when a file or a module source cannot be read."""
         directory = directory.resolve()
         if directory not in self._modules:
-            closure = module_closure(directory)
-            called = {source for module in closure for source in local_sources(module)}
-            self._modules[directory] = frozenset({directory, *closure, *called})
+            closure = tfconfig.read_closure(directory)
+            found, why = {directory, *closure}, None
+            for module in closure.values():
+                found |= module.local_module_dirs
+                if why is None and module.unreadable:
+                    bad = module.unreadable[0]
+                    why = f"its module calls are unknown: {self.shown(bad.path)}: {bad.reason}"
+                elif why is None and any(c.source is None for c in module.module_calls.values()):
+                    where = self.shown(module.directory)
+                    why = f"its module calls are unknown: a source in {where} is not a literal"
+            self._modules[directory] = (frozenset(found), why)
         return self._modules[directory]
+
+    def shown(self, path: Path) -> str:
+        return (
+            path.relative_to(self.rootdir).as_posix()
+            if path.is_relative_to(self.rootdir)
+            else str(path)
+        )
 
 
 def _deployed(item: pytest.Item, rootdir: Path) -> tuple[set[Path], set[Path]] | None:

@@ -322,3 +322,22 @@ def test_under_xdist_the_workers_select_and_the_summary_says_so(
         ["iac-changed-since: 1 of 2 live dirs affected by 1 file changed since main*"]
     )
     assert leftovers(iac_home) == []
+
+
+def test_a_module_the_reader_cannot_read_keeps_what_calls_it(
+    pytester: pytest.Pytester, project: git.Repo
+) -> None:
+    write(pytester.path, {"modules/naming/odd.tf": 'resource "x" {\n'})  # unparseable
+    commit(project, "an unreadable file in naming")
+    write(pytester.path, {"live/other/extra.tf": "# changed\n"})
+
+    result = run(pytester, "--collect-only", "-q")
+
+    # naming's calls are unknown: whatever uses naming is kept; network's tests are not.
+    assert sorted(selected(result)) == sorted(
+        ["live/dev::drift", "live/other::drift", *SANDBOX["app"], *SANDBOX["naming"]]
+    )
+    result = run(pytester, "--collect-only", "-v")
+    result.stdout.fnmatch_lines(
+        ["  live/dev::drift: its module calls are unknown: modules/naming/odd.tf: *"]
+    )
