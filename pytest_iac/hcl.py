@@ -205,6 +205,88 @@ def _skip_heredoc(text: str, opening: re.Match[str]) -> int:
     raise HclError(f"unterminated heredoc {marker}")
 
 
+# Names code uses
+
+# A root name, `provider::NAME::FUNCTION` included, and its first attribute (`var.region`).
+_ROOT = re.compile(r"(?<![\w.:-])([^\W\d][\w-]*(?:::[^\W\d][\w-]*)*)(\.[^\W\d][\w-]*)?")
+
+
+def names(text: str) -> set[str]:
+    """The names the code in `text` starts from, with their first attribute: `var.region`,
+    `local.x`, `aws_s3_bucket.b`, `provider::aws::arn_parse`, `length`. Comments and the
+    literal parts of strings and heredocs are not code; template interpolations are.
+    Raises `HclError` where the text cannot be read."""
+    code = list(text)
+    try:
+        _code(text, 0, code, None)
+    except RecursionError:
+        raise HclError("brackets nested too deeply") from None
+    return {m.group(1) + (m.group(2) or "") for m in _ROOT.finditer("".join(code))}
+
+
+def _blank(code: list[str], start: int, end: int) -> None:
+    for i in range(start, end):
+        if code[i] != "\n":
+            code[i] = " "
+
+
+def _code(text: str, i: int, code: list[str], stop: str | None) -> int:
+    """Blank out, in `code`, what is not code from `i` up to `stop` at this level."""
+    while i < len(text):
+        char = text[i]
+        if char == stop:
+            return i
+        if char == '"':
+            i = _template(text, i + 1, code, '"')
+        elif char == "#" or text.startswith("//", i):
+            _blank(code, i, end := _line_end(text, i))
+            i = end
+        elif text.startswith("/*", i):
+            _blank(code, i, end := _comment_end(text, i))
+            i = end
+        elif heredoc := _HEREDOC.match(text, i):
+            end = _skip_heredoc(text, heredoc)
+            closing = text.rfind("\n", heredoc.end(), end) + 1 or end
+            _blank(code, i, heredoc.end())
+            _template(text[:closing], heredoc.end(), code, None)
+            _blank(code, closing, end)
+            i = end
+        elif char in _CLOSING:
+            i = _code(text, i + 1, code, _CLOSING[char]) + 1
+        else:
+            i += 1
+    if stop is not None:
+        raise HclError(f"missing {stop!r}")
+    return i
+
+
+def _template(text: str, i: int, code: list[str], quote: str | None) -> int:
+    """Blank the literal parts of a template from `i` (after its opening quote) to its end."""
+    while i < len(text):
+        if quote is not None and text[i] == quote:
+            _blank(code, i, i + 1)
+            return i + 1
+        if text[i] == "\\" and quote is not None:
+            _blank(code, i, i + 2)
+            i += 2
+        elif text.startswith(("$${", "%%{"), i):
+            _blank(code, i, i + 3)
+            i += 3
+        elif text.startswith(("${", "%{"), i):
+            _blank(code, i, i + 2)
+            i = _code(text, i + 2, code, "}")
+            _blank(code, i, i + 1)
+            i += 1
+        elif quote is not None and text[i] == "\n":
+            raise HclError("newline in a quoted string")
+        else:
+            _blank(code, i, i + 1)
+            i += 1
+    if quote is not None:
+        raise HclError("unterminated string")
+    return i
+
+
 # Literal values
 
 

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -45,9 +44,8 @@ _OPAQUE_SUFFIXES = (".tf.json", ".tofu", ".tofu.json", ".hcl")
 # Blocks init never reads: what they say matters to plan, not to what init installs.
 _PLAN_ONLY_BLOCKS = {"variable", "output", "locals"}
 _RESOURCE_BLOCKS = {"resource", "data", "ephemeral"}
-_PROVIDER_FUNCTION = re.compile(r"\bprovider::([A-Za-z0-9_-]+)::")
 # OpenTofu evaluates variables and locals in backend blocks and module sources at init.
-_EARLY_REFERENCE = re.compile(r"\b(?:var|local)\.")
+_EARLY_REFERENCE = ("var.", "local.")
 
 
 def _file_digest(path: Path) -> str:
@@ -284,8 +282,10 @@ def init_inputs(source: Path, module_dir: Path | None = None) -> list[Any] | Non
 
 def _read_by_init(text: str) -> set[str] | None:
     """The parts of a `.tf` file that decide what init does; None if it cannot be read."""
-    read: list[Any] = [["function", name] for name in _PROVIDER_FUNCTION.findall(text)]
     try:
+        # `provider::aws::arn_parse(...)`: init installs the provider of a function.
+        functions = (n.split("::")[1] for n in hcl.names(text) if n.startswith("provider::"))
+        read: list[Any] = [["function", name] for name in sorted(set(functions))]
         for block in hcl.blocks(text):
             early: list[str] = []  # what OpenTofu evaluates at init
             if block.kind in _PLAN_ONLY_BLOCKS:
@@ -308,7 +308,7 @@ def _read_by_init(text: str) -> set[str] | None:
                     read.append(["provider argument", provider])
             else:  # check, import, removed, moved, and blocks of later versions: all of it
                 read.append([block.kind, block.labels, block.body])
-            if any(_EARLY_REFERENCE.search(part) for part in early):
+            if any(n.startswith(_EARLY_REFERENCE) for part in early for n in hcl.names(part)):
                 return None
     except hcl.HclError:
         return None

@@ -131,6 +131,8 @@ def test_what_init_does_not_read_does_not_matter(tmp_path: Path) -> None:
         BASE.replace('"a"', '"b"').replace("input = var.name", "input = upper(var.name)")
         + 'resource "terraform_data" "more" {\n  count = 3\n}\n'
         + 'locals {\n  x = "${var.name}-x"\n}\n'
+        + "# provider::aws::arn_parse in a comment, or in a string, calls nothing\n"
+        + 'locals {\n  y = "provider::aws::arn_parse"\n}\n'
     )
     assert read(tmp_path, {"main.tf": other}) == base
     assert read(tmp_path, {"main.tf": BASE, "README.md": "notes", "x.tfvars": "a=1"}) == base

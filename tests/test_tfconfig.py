@@ -187,6 +187,27 @@ def test_literal_values(expression: str, value: Any) -> None:
     assert hcl.literal(expression) == value
 
 
+def test_names_code_uses() -> None:
+    text = """
+# var.in_a_comment
+resource "a" "b" {
+  bucket = "x-${var.x == "}" ? "{" : local.y}-var.in_a_string"
+  arn    = provider::aws::arn_parse(var.name).region
+  policy = <<-EOT
+    {"Resource": "${data.aws_iam_policy_document.p.json}", "x": "var.in_a_heredoc"}
+  EOT
+  tags = module.m.var /* local.in_a_comment */
+}
+"""
+    assert hcl.names(text) == {
+        *("resource", "bucket", "arn", "policy", "tags"),  # names of blocks and attributes
+        *("var.x", "local.y", "var.name", "provider::aws::arn_parse"),
+        *("data.aws_iam_policy_document", "module.m"),
+    }
+    with pytest.raises(hcl.HclError):
+        hcl.names('x = "${var.never_closed"\n')
+
+
 # Outputs, module calls, backends, providers
 
 
