@@ -59,12 +59,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_iac import watchdog
+from pytest_iac.lines import Lines, LineSink
 
 if TYPE_CHECKING:
     import ctypes
@@ -251,17 +252,13 @@ class Ran:
     stderr: str
 
 
-LineSink = Callable[[str], None]
-
-
-class _Stream:
+class _Stream(Lines):
     """One of a worker's output pipes: bytes in, lines out, up to the end marker."""
 
     def __init__(self, fd: int, marker: bytes) -> None:
+        super().__init__()
         self.fd = fd
         self.marker = marker
-        self.buffer = b""
-        self.lines: list[str] = []
         self.tail = b""  # what followed the marker: the exit code, on stdout
         self.done = False
 
@@ -270,37 +267,24 @@ class _Stream:
         self.tail = b""
         self.done = False
 
-    def feed(self, data: bytes, sink: LineSink | None) -> None:
-        buffer = self.buffer + data
+    def feed(self, data: bytes, sink: LineSink | None = None) -> None:
+        # What is pending holds no newline: the start of a line, or of the marker.
+        buffer = self.pending + data
         end = buffer.find(self.marker)
-        if end >= 0:
-            rest = buffer[end + len(self.marker) :]
-            newline = rest.find(b"\n")
-            if newline < 0:  # the end marker's line is not complete yet
-                self.buffer = buffer
-                return
-            self.tail = rest[:newline]
-            self.buffer = rest[newline + 1 :]  # nothing, as one command runs at a time
-            self._lines(buffer[:end], sink)
-            self.done = True
+        if end < 0:
+            super().feed(data, sink)
             return
-        # Whole lines hold no marker; a marker split between two reads is in the rest.
-        cut = buffer.rfind(b"\n") + 1
-        self._lines(buffer[:cut], sink)
-        self.buffer = buffer[cut:]
-
-    def flush(self, sink: LineSink | None) -> None:
-        """The pipe closed: whatever is left is the last line."""
-        self._lines(self.buffer, sink)
-        self.buffer = b""
-
-    def _lines(self, data: bytes, sink: LineSink | None) -> None:
-        if not data:
+        rest = buffer[end + len(self.marker) :]
+        newline = rest.find(b"\n")
+        if newline < 0:  # the end marker's line is not complete yet
+            self.pending = buffer
             return
-        for line in data.decode("utf-8", errors="replace").splitlines(keepends=True):
-            self.lines.append(line)
-            if sink is not None:
-                sink(line)
+        self.tail = rest[:newline]
+        self.pending = b""
+        super().feed(buffer[:end], sink)
+        self.flush(sink)
+        self.pending = rest[newline + 1 :]  # nothing, as one command runs at a time
+        self.done = True
 
 
 class Worker:
@@ -352,7 +336,7 @@ class Worker:
         try:
             if not self._pump(deadline, sink):
                 self._stop(run_id, grace, sink)
-                raise WorkerTimeout(self._text(self._out), self._text(self._err))
+                raise WorkerTimeout(self._out.text, self._err.text)
         except BaseException as error:
             if isinstance(error, (WorkerTimeout, WorkerCrashed)):
                 raise
@@ -364,7 +348,7 @@ class Worker:
         except ValueError:
             self.broken = True
             raise self._crashed() from None
-        return Ran(code, self._text(self._out), self._text(self._err))
+        return Ran(code, self._out.text, self._err.text)
 
     def _pump(self, deadline: float, sink: LineSink | None) -> bool:
         """Read output until both end markers (True) or the deadline (False)."""
@@ -405,11 +389,7 @@ class Worker:
                     stream.feed(data, sink)
             stream.flush(sink)
         returncode = self.process.wait()
-        return WorkerCrashed(self.pid, returncode, self._text(self._out), self._text(self._err))
-
-    @staticmethod
-    def _text(stream: _Stream) -> str:
-        return "".join(stream.lines)
+        return WorkerCrashed(self.pid, returncode, self._out.text, self._err.text)
 
     def _send(self, request: Mapping[str, object]) -> None:
         self._stdin.write(json.dumps(request).encode() + b"\n")

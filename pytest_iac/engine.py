@@ -34,6 +34,7 @@ from pytest_iac.errors import (
     TerraformError,
     TerraformTimeoutError,
 )
+from pytest_iac.lines import Lines
 from pytest_iac.redact import redact
 
 log = logging.getLogger("pytest_iac")
@@ -471,8 +472,7 @@ class _Output:
         assert process.stderr is not None
         self._pipes = (process.stdout, process.stderr)
         self._fds = (process.stdout.fileno(), process.stderr.fileno())
-        self._lines: dict[int, list[str]] = {p.fileno(): [] for p in self._pipes}
-        self._partial: dict[int, bytes] = {p.fileno(): b"" for p in self._pipes}
+        self._lines = {fd: Lines() for fd in self._fds}
         self._emit = emit
         self._selector = selectors.DefaultSelector()
         for pipe in self._pipes:
@@ -480,11 +480,11 @@ class _Output:
 
     @property
     def stdout(self) -> str:
-        return "".join(self._lines[self._fds[0]])
+        return self._lines[self._fds[0]].text
 
     @property
     def stderr(self) -> str:
-        return "".join(self._lines[self._fds[1]])
+        return self._lines[self._fds[1]].text
 
     def read(self, deadline: float) -> bool:
         """Read until both pipes are closed (True) or until `deadline` (False)."""
@@ -494,22 +494,12 @@ class _Output:
                 return False
             for key, _ in self._selector.select(min(left, threading.TIMEOUT_MAX)):
                 data = os.read(key.fd, 65536)
-                if not data:
+                if data:
+                    self._lines[key.fd].feed(data, self._emit)
+                else:
                     self._selector.unregister(key.fd)
-                    self._add(key.fd, [self._partial[key.fd]])
-                    continue
-                lines = (self._partial[key.fd] + data).split(b"\n")
-                self._partial[key.fd] = lines.pop()
-                self._add(key.fd, [line + b"\n" for line in lines])
+                    self._lines[key.fd].flush(self._emit)
         return True
-
-    def _add(self, fd: int, raw_lines: list[bytes]) -> None:
-        for raw in raw_lines:
-            if raw:
-                line = raw.decode("utf-8", errors="replace")
-                self._lines[fd].append(line)
-                if self._emit is not None:
-                    self._emit(line)
 
     def close(self) -> None:
         self._selector.close()
