@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_iac.engine import Engine, Settings, Terraform, find_engine
-    from pytest_iac.errors import DestroyError, EngineNotFoundError, IacError, TerraformError
+    from pytest_iac.errors import (
+        DestroyError,
+        EngineNotFoundError,
+        IacError,
+        IacWarning,
+        TerraformError,
+    )
     from pytest_iac.fixtures import deployment
     from pytest_iac.plan import Change, OutputChange, Plan
     from pytest_iac.retry import eventually
@@ -18,7 +24,13 @@ if TYPE_CHECKING:
 # command of the embedded engine, would otherwise import pytest and the rest (~0.17 s) each time.
 _MODULES = {
     "pytest_iac.engine": ("Engine", "Settings", "Terraform", "find_engine"),
-    "pytest_iac.errors": ("DestroyError", "EngineNotFoundError", "IacError", "TerraformError"),
+    "pytest_iac.errors": (
+        "DestroyError",
+        "EngineNotFoundError",
+        "IacError",
+        "IacWarning",
+        "TerraformError",
+    ),
     "pytest_iac.fixtures": ("deployment",),
     "pytest_iac.plan": ("Change", "OutputChange", "Plan"),
     "pytest_iac.retry": ("eventually",),
@@ -46,6 +58,7 @@ __all__ = [
     "Engine",
     "EngineNotFoundError",
     "IacError",
+    "IacWarning",
     "OutputChange",
     "Outputs",
     "Plan",

@@ -38,7 +38,7 @@ from pytest_iac.errors import IacError, TerraformError
 from pytest_iac.init_cache import InitCache
 from pytest_iac.live import DEFAULT_STATE, has_state, relative_name
 from pytest_iac.plan import Change, OutputChange, Plan
-from pytest_iac.redact import redact
+from pytest_iac.redact import redact, redact_value, remember, remember_plan, remember_variables
 from pytest_iac.workspace import copy_module, write_private
 
 log = logging.getLogger("pytest_iac")
@@ -65,6 +65,7 @@ class DriftResult:
     plan: Plan | None = None
     error: str | None = None  # terraform's diagnostic when the check could not be made
     seconds: float = 0.0
+    undeclared: tuple[str, ...] = ()  # given values, but declared by no variable: ignored
 
     @property
     def configuration_drift(self) -> list[Change]:
@@ -102,9 +103,14 @@ class DriftResult:
 
     def table(self) -> str:
         """The changes as text: one section per kind of drift, one line per change."""
-        return report.table(self)
+        return redact(report.table(self))
 
     def to_dict(self) -> dict[str, Any]:
+        """What reports are made of (JSON, Markdown, xdist), secrets masked."""
+        fields: dict[str, Any] = redact_value(self._fields())
+        return fields
+
+    def _fields(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "directory": str(self.directory),
@@ -114,6 +120,7 @@ class DriftResult:
             "state_drift": [report.change_dict(c) for c in self.state_drift],
             "output_changes": [report.output_dict(o, self.plan) for o in self.output_changes],
             "error": self.error,
+            "undeclared_variables": list(self.undeclared),
             "seconds": round(self.seconds, 2),
         }
 
@@ -153,8 +160,11 @@ def check_drift(
     started = time.monotonic()
     name = name or live_dir.name
     live_dir = live_dir.resolve()
+    undeclared = tuple(tfconfig.undeclared_variables(live_dir, vars or {}))
     if not has_state(live_dir):  # a new environment, say: no state to compare the code with
-        return DriftResult(name, live_dir, "not-deployed", error=NOT_DEPLOYED)
+        return DriftResult(
+            name, live_dir, "not-deployed", error=NOT_DEPLOYED, undeclared=undeclared
+        )
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
@@ -173,11 +183,17 @@ def check_drift(
         )
     except TerraformError as error:
         return DriftResult(
-            name, live_dir, "error", error=str(error), seconds=time.monotonic() - started
+            name,
+            live_dir,
+            "error",
+            error=redact(str(error)),
+            seconds=time.monotonic() - started,
+            undeclared=undeclared,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return DriftResult(name, live_dir, status, plan=plan, seconds=time.monotonic() - started)
+    seconds = time.monotonic() - started
+    return DriftResult(name, live_dir, status, plan, seconds=seconds, undeclared=undeclared)
 
 
 def _plan(
@@ -192,6 +208,9 @@ def _plan(
     quiet: bool,
     full_plan: bool,
 ) -> tuple[Plan, Status]:
+    # Masked from here on, wherever they show up: terraform's output, errors and reports.
+    remember_variables(live_dir, vars or {})  # its defaults and terraform.tfvars too
+    _remember_backend(backend_config)
     module_dir = copy_module(live_dir, workdir / "src")
     # Relative, so that what init records (module paths) holds in any copy of the layout.
     data_dir = workdir / "tfdata"
@@ -245,6 +264,7 @@ def _plan(
         return Plan.from_json({}), status
     data = run(["show", "-json", str(plan_file)]).json()
     data = data if isinstance(data, dict) else {}
+    remember_plan(data)
     if status == "drift" and not data.get("prior_state"):  # no resource in the state
         status = "never-applied"
     return Plan.from_json(data), status
@@ -325,6 +345,29 @@ def _backend_args(
             args.append(f"-backend-config={Path(item).resolve()}")
     flush()
     return args
+
+
+def _remember_backend(backend_config: Sequence[BackendConfig]) -> None:
+    """The run's backend settings often hold credentials, and terraform's errors quote the
+    file they are written to: their values are masked wherever they show up. Words such as
+    `true` and numbers are left alone (they would mask everything)."""
+    values: list[Any] = []
+    for item in backend_config:
+        if isinstance(item, Mapping):
+            values.extend(item.values())
+        elif isinstance(item, str) and "=" in item:
+            values.append(item.partition("=")[2])
+        else:
+            settings = tfconfig.read_var_file(Path(item))  # what a tfvars file looks like
+            values.extend(settings.values.values())
+    remember([v for v in values if not _plain_word(v)])
+
+
+def _plain_word(value: Any) -> bool:
+    if isinstance(value, bool | int | float) or value is None:
+        return True
+    text = str(value).strip().lower()
+    return text in ("true", "false", "null") or text.replace(".", "", 1).isdigit()
 
 
 def _hcl(value: Any) -> str:

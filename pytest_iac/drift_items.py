@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from _pytest.mark.expression import Expression
 from pytest_iac import report as reports
 from pytest_iac import vcs
 from pytest_iac.drift import BackendConfig, DriftResult, DriftRun, parse_backend_config
-from pytest_iac.errors import IacError
+from pytest_iac.errors import IacError, IacWarning
 from pytest_iac.fixtures import CHANGES_KEY, RUN_KEY
 from pytest_iac.live import (
     find_live_roots,
@@ -315,6 +316,7 @@ class DriftItem(pytest.Item):
         _submit_pending(self, run)
         result = run.check(self.live_dir, pooled=True)
         self.stash[_RESULT_KEY] = result
+        _warn_undeclared(result)
         # As record_property does: junitxml shows them as <property> of the test case.
         for key, value in (("status", result.status), *result.counts.items()):
             self.user_properties.append((f"iac_drift_{key}", value))
@@ -488,9 +490,23 @@ def iac_drift(request: pytest.FixtureRequest) -> Plan:
         backend_config=[options.backend_config] if options.backend_config else [],
         vars=options.vars,
     )
+    _warn_undeclared(result)
     if result.status == "error" or result.plan is None:
         pytest.fail(f"could not check {result.name} for drift:\n{result.error}", pytrace=False)
     return result.plan
+
+
+def _warn_undeclared(result: DriftResult) -> None:
+    """Values for variables the directory does not declare: Terraform ignores them quietly."""
+    if result.undeclared:
+        warnings.warn(
+            IacWarning(
+                f"{result.name} declares no variable {', '.join(result.undeclared)}: the value "
+                "given (terraform.tfvars, *.auto.tfvars or the drift marker's vars) is ignored "
+                "(a typo, or a variable the directory no longer has?)"
+            ),
+            stacklevel=2,
+        )
 
 
 # Reports

@@ -13,6 +13,11 @@ class IacError(Exception):
     """Base class of every error pytest-iac raises on purpose."""
 
 
+class IacWarning(UserWarning):
+    """Something Terraform would pass over quietly: a value for a variable the module does
+    not declare, say. `-W error::pytest_iac.IacWarning` makes these fatal."""
+
+
 class EngineNotFoundError(IacError):
     """No Terraform engine could be found, or the one asked for is unusable."""
 

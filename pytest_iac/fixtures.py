@@ -7,6 +7,7 @@ before the apply starts, so a failed or half-finished apply is destroyed too.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -14,8 +15,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_iac import signals
-from pytest_iac.errors import DestroyError, IacError
+from pytest_iac import signals, tfconfig
+from pytest_iac.errors import DestroyError, IacError, IacWarning
 from pytest_iac.plan import Plan
 from pytest_iac.run import IacRun
 from pytest_iac.sandbox import Stack
@@ -88,6 +89,8 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
         from_ref: str | None = None,
     ) -> Stack:
         __tracebackhide__ = True
+        if from_ref is None:  # the module at a ref may declare other variables
+            _warn_undeclared(base / path, vars, [base / f for f in var_files])
         try:
             stack = run.sandbox.stack(
                 base / path,
@@ -108,6 +111,23 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
     yield deploy
 
     _teardown(request, run, stacks, failures_before)
+
+
+def _warn_undeclared(
+    module_dir: Path, vars: Mapping[str, Any] | None, var_files: Sequence[Path]
+) -> None:
+    """Values for variables the module does not declare: Terraform ignores them quietly."""
+    if not tfconfig.is_module_dir(module_dir):
+        return  # the deployment says what is wrong with the path
+    names = tfconfig.undeclared_variables(module_dir, vars or {}, var_files)
+    if names:
+        warnings.warn(
+            IacWarning(
+                f"{module_dir} declares no variable {', '.join(names)}: the value given is "
+                "ignored (a typo, or a variable the module no longer has?)"
+            ),
+            stacklevel=3,  # the test's call
+        )
 
 
 def _teardown(
@@ -270,6 +290,7 @@ def iac_plan(request: pytest.FixtureRequest) -> Callable[..., Plan]:
         backend_config: Mapping[str, Any] | None = None,
     ) -> Plan:
         __tracebackhide__ = True
+        _warn_undeclared(base / path, vars, [base / f for f in var_files])
         try:
             return run.sandbox.plan(
                 base / path,

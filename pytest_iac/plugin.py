@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_iac import signals
+from pytest_iac import redact, signals
 from pytest_iac.cleanup import cleanup
 from pytest_iac.engine import (
     DEFAULT_RETRYABLE_ERRORS,
@@ -363,3 +363,4 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     handler = config.stash.get(_LIVE_OUTPUT_KEY, None)
     if handler is not None:
         logging.getLogger("pytest_iac").removeHandler(handler)
+    redact.SECRETS.clear()  # a run's secrets are its own (pytester runs many in one process)

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,22 +59,43 @@ def redact(text: str) -> str:
     return SECRETS(text)
 
 
-def remember_variables(module_dir: Path, values: Mapping[str, Any]) -> None:
-    """Remember the values given to the variables `module_dir` declares sensitive.
+def remember_variables(
+    module_dir: Path, values: Mapping[str, Any], var_files: Sequence[Path] = ()
+) -> None:
+    """Remember the values of the variables `module_dir` declares sensitive: their defaults,
+    and what `var_files` (the module's own `terraform.tfvars` and `*.auto.tfvars` included)
+    and `values` give them. Masked wherever they show up, not only where Terraform shows the
+    variable (a diagnostic can quote a var file's line; code can pass the value on).
 
     Where a file of the module cannot be read, any of its variables may be sensitive: every
-    value given is remembered then (the safe side), and a warning says why.
+    value given is remembered then (the safe side), and a warning says why; a var file that
+    cannot be read gets a warning too.
     """
     module = tfconfig.read_module(module_dir)
+    given: dict[str, list[Any]] = {}
+    for path in [*tfconfig.auto_var_files(module_dir), *var_files]:
+        var_file = tfconfig.read_var_file(path)
+        if var_file.unreadable:
+            log.warning(
+                "could not read %s (%s): its values are not masked", path, var_file.unreadable
+            )
+        for name, value in var_file.values.items():
+            given.setdefault(name, []).append(value)
+    for name, value in values.items():
+        given.setdefault(name, []).append(value)
     names = module.sensitive_variables
     if not module.readable:
-        names = frozenset(values)
+        names = frozenset(given) | frozenset(module.variables)
         log.warning(
             "could not read %s: every variable value given to %s is masked as sensitive",
             "; ".join(str(u) for u in module.unreadable),
             module_dir,
         )
-    SECRETS.add(s for name in names if name in values for s in _strings(values[name]))
+    for name in names:
+        variable = module.variables.get(name)
+        if variable is not None and variable.has_default:
+            remember(variable.default)
+        remember(given.get(name, []))
 
 
 def remember(value: Any) -> None:
@@ -84,7 +105,7 @@ def remember(value: Any) -> None:
 
 def _strings(value: Any) -> Iterator[str]:
     """Every form in which `value` may show up: as text, and escaped inside JSON strings."""
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool) or value is None or value is tfconfig.UNKNOWN:
         return
     if isinstance(value, Mapping):
         for item in value.values():
@@ -99,3 +120,62 @@ def _strings(value: Any) -> Iterator[str]:
         for line in text.splitlines():  # a multi-line secret quoted line by line
             if line.strip():
                 yield line
+
+
+def redact_value(value: Any) -> Any:
+    """`value` (JSON-like) with every remembered secret masked: inside strings, and numbers
+    that are one; for reports built from values rather than text."""
+    if isinstance(value, str):
+        return SECRETS(value)
+    if isinstance(value, Mapping):
+        return {SECRETS(str(k)): redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return MASK if SECRETS(str(value)) != str(value) else value
+    return value
+
+
+def remember_plan(plan: Mapping[str, Any]) -> None:
+    """Remember what a plan (`terraform show -json`) says is sensitive, to mask it wherever
+    else it shows up: the values of the variables the configuration declares sensitive
+    (defaults, var files and `-var` alike) and every value Terraform marks sensitive."""
+    root = (plan.get("configuration") or {}).get("root_module") or {}
+    declared = root.get("variables") or {}
+    for name, variable in (plan.get("variables") or {}).items():
+        if (declared.get(name) or {}).get("sensitive") and isinstance(variable, Mapping):
+            remember(variable.get("value"))
+    for key in ("resource_changes", "resource_drift"):
+        for resource in plan.get(key) or []:
+            change = resource.get("change") or {}
+            for when in ("before", "after"):
+                remember(list(_marked(change.get(when), change.get(f"{when}_sensitive"))))
+    for output in (plan.get("output_changes") or {}).values():
+        for when in ("before", "after"):
+            if output.get(f"{when}_sensitive"):
+                remember(output.get(when))
+    prior = (plan.get("prior_state") or {}).get("values") or {}
+    for values in (prior, plan.get("planned_values") or {}):
+        for output in (values.get("outputs") or {}).values():
+            if output.get("sensitive"):
+                remember(output.get("value"))
+        for resource in _state_resources(values.get("root_module") or {}):
+            remember(list(_marked(resource.get("values"), resource.get("sensitive_values"))))
+
+
+def _marked(value: Any, marks: Any) -> Iterator[Any]:
+    """The parts of `value` that `marks` (Terraform's `*_sensitive` shape) marks true."""
+    if marks is True:
+        yield value
+    elif isinstance(marks, Mapping) and isinstance(value, Mapping):
+        for key, mark in marks.items():
+            yield from _marked(value.get(key), mark)
+    elif isinstance(marks, list) and isinstance(value, list):
+        for item, mark in zip(value, marks, strict=False):
+            yield from _marked(item, mark)
+
+
+def _state_resources(module: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    yield from module.get("resources") or []
+    for child in module.get("child_modules") or []:
+        yield from _state_resources(child)

@@ -345,7 +345,7 @@ class Stack:
         # intact and no value shows up in a process list.
         values = self.vars if vars is None else vars
         text = var_file_text(values)
-        redact.remember_variables(self.module_dir, values)  # masked in all we show
+        redact.remember_variables(self.module_dir, values, self.var_files)  # masked everywhere
         write_private(self.workdir / _VAR_FILE, text)
         return [f"-var-file={f}" for f in self.var_file_paths]
 

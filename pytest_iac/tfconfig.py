@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +37,7 @@ __all__ = [
     "Unreadable",
     "VarFile",
     "Variable",
+    "auto_var_files",
     "is_module_dir",
     "is_module_file",
     "module_files",
@@ -44,6 +45,7 @@ __all__ = [
     "read_closure",
     "read_module",
     "read_var_file",
+    "undeclared_variables",
 ]
 
 _SUFFIXES = (".tf", ".tf.json")
@@ -299,6 +301,30 @@ class VarFile:
     path: Path
     values: Mapping[str, Any] = field(default_factory=dict)
     unreadable: str | None = None
+
+
+def undeclared_variables(
+    directory: Path, values: Iterable[str] = (), var_files: Sequence[Path] = ()
+) -> list[str]:
+    """The names given values (`values`, `var_files` and the directory's own auto-loaded var
+    files) that the module in `directory` declares no variable for; Terraform ignores them.
+    None where a file cannot be read: any name may be declared there."""
+    module = read_module(directory)
+    given = {*values}
+    for path in [*auto_var_files(directory), *var_files]:
+        given.update(read_var_file(path).values)
+    return sorted(given - set(module.variables)) if module.readable else []
+
+
+def auto_var_files(directory: Path) -> list[Path]:
+    """The var files Terraform loads from `directory` by itself, in its order:
+    `terraform.tfvars(.json)`, then `*.auto.tfvars(.json)` by name."""
+    first = [directory / n for n in ("terraform.tfvars", "terraform.tfvars.json")]
+    auto = sorted(p for p in directory.glob("*.auto.tfvars*") if p.name.endswith(_VAR_SUFFIXES))
+    return [p for p in first if p.is_file()] + [p for p in auto if p.is_file()]
+
+
+_VAR_SUFFIXES = (".tfvars", ".tfvars.json")
 
 
 def read_var_file(path: Path) -> VarFile:

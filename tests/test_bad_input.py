@@ -241,3 +241,52 @@ def test_provider_mirror_that_does_not_exist_is_a_usage_error(
         [f"ERROR: provider mirror not found: {origin}. A mirror is a directory made by*"]
     )
     assert not iac_home.exists()
+
+
+def test_values_for_undeclared_variables_are_a_warning(
+    pytester: pytest.Pytester, iac_home: Path
+) -> None:
+    (pytester.path / "main.tf").write_text(
+        'variable "name" {}\n\noutput "name" {\n  value = var.name\n}\n'
+    )
+    (pytester.path / "extra.tfvars").write_text('name = "a"\nregoin = "eu-west-1"\n')
+    pytester.makepyfile(
+        test_it="""
+        def test_plan(iac_plan):
+            iac_plan(".", vars={"name": "a", "nmae": "typo"})
+
+        def test_deploy(iac_deploy):
+            iac_deploy(".", var_files=["extra.tfvars"])
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, warnings=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_it.py:2: IacWarning: * declares no variable nmae: the value given is ignored*",
+            '    iac_plan(".", vars={"name": "a", "nmae": "typo"})',
+            "*test_it.py:5: IacWarning: * declares no variable regoin: the value given is ignored*",
+        ]
+    )
+    # -W error makes them fatal, before anything is planned or deployed.
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-W", "error::pytest_iac.IacWarning"
+    )
+    result.assert_outcomes(failed=2)
+    assert leftovers(iac_home) == []
+
+
+def test_drift_values_for_undeclared_variables_are_a_warning(pytester: pytest.Pytester) -> None:
+    live = pytester.path / "live" / "app"
+    live.mkdir(parents=True)
+    (live / "main.tf").write_text('terraform {\n  backend "local" {}\n}\n\nvariable "name" {}\n')
+    (live / "terraform.tfvars").write_text('name = "app"\nregoin = "eu-west-1"\n')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-m", "drift", "live")
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        ["*IacWarning: live/app declares no variable regoin: the value given (terraform.tfvars*"]
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-m", "drift", "-W", "error::pytest_iac.IacWarning", "live"
+    )
+    result.assert_outcomes(errors=1)
