@@ -39,6 +39,7 @@ from pytest_iac.live import (
     relative_name,
 )
 from pytest_iac.plan import Plan
+from pytest_iac.promotion_items import PROMOTION_KEY
 
 _STATE_KEY = pytest.StashKey["_DriftState"]()
 _RESULT_KEY = pytest.StashKey[DriftResult]()
@@ -518,16 +519,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     # An xdist controller collects nothing itself: it only knows how many items its workers did.
     if state.enabled and not state.found and not state.collected_by_workers:
         terminalreporter.line(_nothing_found(config), yellow=True)
-    if not state.results:
-        return
-    terminalreporter.section("pytest-iac: drift")
+    if state.results:
+        terminalreporter.section("pytest-iac: drift")
     for result in sorted(state.results, key=lambda r: r["name"]):
         markup = {"clean": {"green": True}, "drift": {"red": True}}.get(
             result["status"], {"yellow": True}
         )
         terminalreporter.line(reports.summary_line(result), **markup)
     for path in _written(config):
-        terminalreporter.line(f"drift report: {path}")
+        terminalreporter.line(f"report: {path}")
 
 
 def _nothing_found(config: pytest.Config) -> str:
@@ -565,11 +565,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     except IacError:
         engine = None
     changes = config.stash.get(CHANGES_KEY, None)
+    promotion = config.stash.get(PROMOTION_KEY, None)  # beside the drift results
+    if state.vcs is None and promotion is not None:
+        state.vcs = vcs.describe(config.rootpath)
     document = reports.document(
         state.results,
         engine=engine,
         vcs=state.vcs.to_dict() if state.vcs else None,
         changes=changes.to_dict() if changes else None,
+        promotion=promotion,
     )
     written: list[Path] = []
     if state.report_json:

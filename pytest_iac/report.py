@@ -120,15 +120,17 @@ def document(
     engine: str | None,
     vcs: Mapping[str, Any] | None,
     changes: Mapping[str, Any] | None = None,
+    promotion: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON report: the run, then one entry per live directory (sorted by name).
 
     `changes` (`vcs.Changes.to_dict()`): with --iac-changed-since, the REF, the merge base and
-    the changed files that chose which directories were checked.
+    the changed files that chose which directories were checked. `promotion`
+    (`Promotion.to_dict()`): the promotion view, when that was checked too.
     """
     ordered = sorted(results, key=lambda r: r["name"])
     totals = {s: sum(1 for r in ordered if r["status"] == s) for s in STATUSES}
-    return {
+    report = {
         "schema_version": SCHEMA_VERSION,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "engine": engine,
@@ -138,6 +140,11 @@ def document(
         "totals": totals,
         "directories": ordered,
     }
+    if promotion is not None:
+        report["promotion"] = dict(promotion)
+        drift_ok = totals["clean"] == len(ordered)  # a promotion-only run checks no directory
+        report["ok"] = drift_ok and bool(promotion["ok"])
+    return report
 
 
 def write_json(path: Path, report: Mapping[str, Any]) -> None:
@@ -147,6 +154,14 @@ def write_json(path: Path, report: Mapping[str, Any]) -> None:
 
 def markdown(report: Mapping[str, Any]) -> str:
     """The report as Markdown, fit for a pull-request comment or a GitHub job summary."""
+    promotion = report.get("promotion")
+    if promotion is None:
+        return _drift_md(report)
+    drift = _drift_md(report) + "\n" if report["directories"] else ""
+    return drift + _promotion_md(promotion)
+
+
+def _drift_md(report: Mapping[str, Any]) -> str:
     totals = report["totals"]
     lines = ["## Drift check", ""]
     vcs = report.get("vcs")
@@ -207,6 +222,44 @@ def markdown(report: Mapping[str, Any]) -> str:
             continue
         lines += _changes_md(r)
     return "\n".join(lines) + "\n"
+
+
+def _promotion_md(promotion: Mapping[str, Any]) -> str:
+    environments = list(promotion["environments"])
+    modules = promotion["modules"]
+    if any("?" in m["versions"] for m in modules):
+        environments.append("?")
+    failed = sum(1 for m in modules if not m["ok"])
+    order = " → ".join(environments) if promotion["ordered"] else "unknown"
+    lines = [
+        "## Promotion",
+        "",
+        f"Promotion order: {order} (from {promotion['order_from']}).",
+        "",
+        f"**{len(modules)} modules, {failed} breaking a promotion rule.**",
+        "",
+        "| Module | " + " | ".join(environments) + " | |",
+        "|---|" + "---|" * len(environments) + "---|",
+    ]
+    for m in modules:
+        cells = [
+            "<br>".join(f"`{v}`" for v in m["versions"].get(e, [])) or "-" for e in environments
+        ]
+        status = "local path" if m["kind"] == "local" else _ICONS["clean" if m["ok"] else "drift"]
+        lines.append(f"| `{m['module']}` | " + " | ".join(cells) + f" | {status} |")
+    for m in modules:
+        if m["failures"] or m["notes"]:
+            lines += ["", f"### `{m['module']}`", ""]
+            lines += [f"- ❌ {_escape(f)}" for f in m["failures"]]
+            lines += [f"- Note: {_escape(n)}" for n in m["notes"]]
+    if promotion["unplaced"]:
+        unplaced = ", ".join(f"`{d}`" for d in promotion["unplaced"])
+        lines += ["", f"Live directories in no environment: {unplaced}."]
+    return "\n".join(lines) + "\n"
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("<", "&lt;")
 
 
 _TITLES = {

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -63,6 +65,16 @@ def copy_example(name: str, destination: Path) -> Path:
     target = destination / "examples" / name
     shutil.copytree(source.parent, target.parent, dirs_exist_ok=True)
     return target
+
+
+def two_repos() -> ModuleType:
+    """examples/two-repos/make.py, which builds the example's two repositories."""
+    spec = importlib.util.spec_from_file_location("two_repos_make", EXAMPLES / "two-repos/make.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -6,28 +6,16 @@ real Terraform through pytester, as a user of the modules repository would.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
 from pathlib import Path
-from types import ModuleType
 
 import git
 import pytest
-from conftest import EXAMPLES, leftovers
+from conftest import leftovers, two_repos
 
-
-def load_make() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("two_repos_make", EXAMPLES / "two-repos/make.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make = load_make()
+make = two_repos()
 
 
 @pytest.fixture
