@@ -9,10 +9,11 @@ pin (`pytest_iac.versions`) the environment of the live directory it belongs to:
 - with `environments` (ini `iac_environments = dev staging prod`), the first component of
   the directory's path (under its tree) that is one of those names; their order is the
   promotion order;
-- otherwise the first component of the path under the tree (`live/prod/app`: `prod`). The
-  order is then the usual one when every name is a usual one (`dev`, `test`, `qa`, `uat`,
-  `staging`, `preprod`, `prod`, and their long forms); else there is none, and the order
-  rule is not applied (the report says so).
+- otherwise the first component of the path under the tree that is a usual environment
+  name (`dev`, `test`, `qa`, `uat`, `staging`, `preprod`, `prod`, and their long forms:
+  `live/aws/prod/app` is in `prod`), else its first component (`live/blue/app`: `blue`). The
+  order is then the usual one when every environment has a usual name; else there is none,
+  and the order rule is not applied (the report says so).
 
 Each module (one address, at any version) is then checked against two rules:
 
@@ -185,14 +186,17 @@ def read_promotion(
 
 
 def environment_of(live_dir: Path, tree: Path, environments: Sequence[str]) -> str | None:
-    """The environment of `live_dir`: a named one in its path, else its first component."""
+    """The environment of `live_dir` (under `tree`): the first component of its path that is
+    one of `environments`; without those, the first that is a usual name, else the first."""
     try:
         parts = live_dir.resolve().relative_to(tree.resolve()).parts
     except ValueError:
         parts = live_dir.resolve().parts
     if environments:
         return next((p for p in parts if p in environments), None)
-    return parts[0] if parts else tree.resolve().name
+    if not parts:
+        return tree.resolve().name
+    return next((p for p in parts if p in USUAL_ORDER), parts[0])
 
 
 def _uses(live_dir: Path, name: str, environment: str | None, base: Path) -> list[Use]:

@@ -165,13 +165,18 @@ def test_json_configuration_and_sources_that_are_not_literals(tmp_path: Path) ->
     )
 
 
-def test_environments_default_to_the_first_path_component(live: Path) -> None:
+def test_environments_without_the_ini_setting(live: Path) -> None:
     view = read_promotion([live], base=live.parent)
     assert view.environments == ["dev", "staging", "prod"]  # the usual order of these names
     assert view.ordered
+    (live / "aws").mkdir()  # a usual name deeper down is the environment
+    (live / "prod").rename(live / "aws" / "prod")
+    view = read_promotion([live], base=live.parent)
+    assert view.environments == ["dev", "staging", "prod"]
     for env in ("dev", "staging"):
         (live / env).rename(live / f"blue-{env}")
     view = read_promotion([live], base=live.parent)
+    assert view.environments == ["blue-dev", "blue-staging", "prod"]  # first components
     assert not view.ordered
     assert all("promotion order unknown" in m.notes[0] for m in view.modules)
 
