@@ -5,7 +5,7 @@ only when `-m` names `promotion` (`pytest -m promotion live/`, or `-m "drift or 
 for both). Each directory given on the command line (else each of ini `iac_live_dirs`, else
 the rootdir) is a live tree: its live root modules (the drift discovery rule) are read
 statically by `pytest_iac.promotion`, and the tree gets one item per module they use,
-`live/promotion[repo//vpc]`, marked `promotion`, failing on the rules of that module.
+`live::promotion[repo//vpc]`, marked `promotion`, failing on the rules of that module.
 The matrix module x environment -> version goes to the terminal summary and, beside the
 drift results, to `--iac-report-json` / `--iac-report-md`.
 """
@@ -30,7 +30,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "iac_environments",
         "environments in promotion order (e.g. dev staging prod): each live directory belongs "
-        "to the one its path names (default: its first path component under the live tree)",
+        "to the one its path names (default: a usual name in its path, else its first "
+        "component under the live tree)",
         type="args",
     )
 
@@ -59,10 +60,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     enabled = bool(re.search(r"\bpromotion\b", config.getoption("markexpr", "") or ""))
     live_dirs: list[Path] = list(config.getini("iac_live_dirs"))
-    if enabled and live_dirs and config.args_source != pytest.Config.ArgsSource.ARGS:
-        config.args.extend(str(d) for d in live_dirs if str(d) not in config.args)
     invocation = config.invocation_params.dir
     trees = [invocation / a.split("::")[0] for a in config.args]
+    if live_dirs and config.args_source != pytest.Config.ArgsSource.ARGS:
+        trees = live_dirs  # `pytest -m promotion` with the live trees named in the ini file
+        if enabled:
+            config.args.extend(str(d) for d in live_dirs if str(d) not in config.args)
     config.stash[_STATE_KEY] = _PromotionState(
         enabled=enabled,
         trees=sorted({t.resolve() for t in trees if t.is_dir()}),

@@ -295,3 +295,17 @@ def test_a_file_the_reader_cannot_read_fails_rather_than_hides_its_calls(tmp_pat
     assert failure.startswith("unreadable: live/dev/app (dev): ")
     assert "broken.tf" in failure
     assert failure.endswith("the module calls in that file are unknown")
+
+
+def test_live_trees_named_in_the_ini_file(pytester: pytest.Pytester, live: Path) -> None:
+    live.rename(pytester.path / "live")
+    pytester.makeini(PYTEST_INI + "iac_live_dirs = live\n")
+    pytester.makepyfile(test_other="def test_other(): pass")
+    result = pytester.runpytest("-m", "promotion", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(
+        [
+            "live::promotion[[]infrastructure-modules//db[]]",
+            "live::promotion[[]infrastructure-modules//vpc[]]",
+            "2/3 tests collected (1 deselected)*",
+        ]
+    )
