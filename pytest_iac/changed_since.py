@@ -193,6 +193,7 @@ def _deployed(item: pytest.Item, rootdir: Path) -> tuple[set[Path], set[Path]] |
     return roots, var_files
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: unknown without it
 def pytest_testnodedown(node: Any, error: object) -> None:
     """pytest-xdist's controller: keep what the first worker that selected reports."""
     output = getattr(node, "workeroutput", None) or {}

@@ -151,3 +151,7 @@ def test_a_run_without_infrastructure_tests_costs_nothing(
     # The header says which engine the run would use, without asking it its version.
     result.stdout.fnmatch_lines(["iac: *terraform (*)"])
     assert list(home.rglob("*")) == []
+    # The same where pytest-xdist is not installed (its hooks are then unknown to pytest).
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
+    result.assert_outcomes(passed=1)
+    assert list(home.rglob("*")) == []
