@@ -173,9 +173,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state = config.stash[_STATE_KEY] = _DriftState(
         enabled=enabled,
         trees=_outermost(trees),
-        named=[
-            p.resolve() for p in named if p.is_dir() and p.resolve() not in (root, *root.parents)
-        ],
+        named=named,
         exclude=list(config.getini("iac_live_exclude")),
         backend_config=backend,
         require_trunk=config.getoption("iac_require_trunk") or config.getini("iac_require_trunk"),
