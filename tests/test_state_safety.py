@@ -188,6 +188,36 @@ def test_app(iac_deploy):
     assert ledger_records(iac_home) == []
 
 
+def test_upgrade_test_keeps_a_state_of_its_own_across_the_code_swap(
+    pytester: pytest.Pytester, iac_home: Path, live_state: Path
+) -> None:
+    """An upgrade test puts other code in place and runs init again: on local state still."""
+    module = pytester.path / "repo" / "live"
+    module.mkdir(parents=True)
+    (module / "main.tf").write_text(LOCAL_BACKEND % live_state + RESOURCE)
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "v1"], ["tag", "v1"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            cwd=module.parent,
+            check=True,
+        )
+    (module / "main.tf").write_text(LOCAL_BACKEND % live_state + RESOURCE.replace("here", "later"))
+    (module / "test_upgrade.py").write_text(
+        """
+def test_upgrade(iac_deploy):
+    stack = iac_deploy(".", from_ref="v1")
+    assert [c.address for c in stack.upgrade().changes] == ["terraform_data.x"]
+    assert stack.apply().resources == ["terraform_data.x"]
+"""
+    )
+    before = digest(live_state)
+    result = pytester.runpytest(str(module), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert digest(live_state) == before
+    assert leftovers(iac_home) == []
+    assert ledger_records(iac_home) == []
+
+
 def test_plan_is_against_an_empty_state_whatever_backend_the_module_declares(
     pytester: pytest.Pytester, engine: str, iac_home: Path, live_state: Path
 ) -> None:
@@ -220,6 +250,9 @@ def test_explicit_local_backend_holding_resources_is_refused_before_anything_is_
 def test_into_the_real_state(iac_deploy):
     iac_deploy("live", backend_config={{"path": {str(live_state)!r}}})
 
+def test_plan_against_the_real_state(iac_plan):
+    assert iac_plan("live", backend_config={{"path": {str(live_state)!r}}}).is_empty
+
 def test_into_an_empty_state(iac_deploy):
     assert iac_deploy("live", backend_config={{"path": {str(empty)!r}}}).resources == [
         "terraform_data.x"
@@ -227,7 +260,7 @@ def test_into_an_empty_state(iac_deploy):
 """
     )
     result = pytester.runpytest("-p", "no:cacheprovider", f"--iac-binary={engine}")
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
         [
             "*test_into_the_real_state*",
@@ -310,16 +343,23 @@ def test_into_an_empty_key(iac_deploy):
     assert ledger_records(iac_home) == []
 
 
+CANNOT_HOLD = ", which a Terraform variable cannot hold: give str, int, float, bool, None, *"
+
+
 @pytest.mark.parametrize(
-    ("value", "shown"),
+    ("vars", "shown"),
     [
-        ("{'a', 'b'}", "vars['zones'] is a set"),
-        ("{'ports': [80, datetime.date(2026, 1, 2)]}", "vars['zones']['ports'][1] is a date"),
-        ("float('nan')", "vars['zones'] is nan"),
+        ("{'zones': {'a', 'b'}}", "vars['zones'] is a set" + CANNOT_HOLD),
+        (
+            "{'zones': {'ports': [80, datetime.date(2026, 1, 2)]}}",
+            "vars['zones']['ports'][1] is a date" + CANNOT_HOLD,
+        ),
+        ("{'zones': float('nan')}", "vars['zones'] is nan" + CANNOT_HOLD),
+        ("[('zones', 'a')]", "vars must be a dict of variable names and values, not a list"),
     ],
 )
 def test_variable_terraform_cannot_take_is_refused_before_anything_starts(
-    pytester: pytest.Pytester, iac_home: Path, value: str, shown: str
+    pytester: pytest.Pytester, iac_home: Path, vars: str, shown: str
 ) -> None:
     (pytester.path / "main.tf").write_text('variable "zones" {}\n' + RESOURCE)
     pytester.makepyfile(
@@ -327,15 +367,13 @@ def test_variable_terraform_cannot_take_is_refused_before_anything_starts(
 import datetime
 
 def test_app(iac_deploy):
-    iac_deploy(".", vars={{"zones": {value}}})
+    iac_deploy(".", vars={vars})
 """
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     shown = shown.replace("[", "[[]")  # literal brackets to fnmatch
-    result.stdout.fnmatch_lines(
-        [f"E *IacError: {shown}, which a Terraform variable cannot hold: *"]
-    )
+    result.stdout.fnmatch_lines([f"E *IacError: {shown}", "*.py:4: IacError"])  # the user's line
     assert "pytest_iac/" not in result.stdout.str()
     assert "terraform init" not in result.stdout.str()
     assert leftovers(iac_home) == []
