@@ -301,7 +301,8 @@ def test_app(iac_deploy):
 def test_outputs_are_the_same_from_local_state_and_from_a_backend(
     pytester: pytest.Pytester, iac_home: Path
 ) -> None:
-    """Without a backend the outputs come from the state file; with one, from terraform."""
+    """On the sandbox's own state the outputs come from the state file; in the module's
+    backend (`backend_config=`), from terraform."""
     outputs = """
 variable "secret" {
   type      = string
@@ -324,7 +325,8 @@ import pytest
 
 @pytest.mark.parametrize("module", ["plain", "backend"])
 def test_outputs(iac_deploy, module):
-    stack = iac_deploy(module)
+    config = {"path": "own.tfstate"} if module == "backend" else None
+    stack = iac_deploy(module, backend_config=config)
     assert stack.outputs["data"] == {"a": [1, 2], "b": "two"}
     assert stack.outputs["secret"] == "s3cr3t-value"
     assert stack.outputs.sensitive == {"secret"}
