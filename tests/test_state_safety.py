@@ -202,7 +202,7 @@ def test_upgrade_test_keeps_a_state_of_its_own_across_the_code_swap(
             check=True,
         )
     (module / "main.tf").write_text(LOCAL_BACKEND % live_state + RESOURCE.replace("here", "later"))
-    (module / "test_upgrade.py").write_text(
+    (module / "test_swap_keeps_own_state.py").write_text(  # a name no other test module has
         """
 def test_upgrade(iac_deploy):
     stack = iac_deploy(".", from_ref="v1")
