@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_iac import hcl
+from pytest_iac import hcl, tfconfig
 from pytest_iac.engine import Terraform
 
 log = logging.getLogger("pytest_iac")
@@ -272,7 +272,7 @@ def init_inputs(source: Path, module_dir: Path | None = None) -> list[Any] | Non
             read = _read_by_init(path.read_text(encoding="utf-8", errors="replace"))
             if read is None:
                 return None
-            override = name == "override.tf" or name.endswith("_override.tf")
+            override = tfconfig.is_override(name)
             where = relative.as_posix() if override else relative.parent.as_posix()
             read_in.setdefault(where, set()).update(read)
         elif name == _LOCK_FILE or name.endswith(".tfbackend"):

@@ -40,6 +40,7 @@ __all__ = [
     "auto_var_files",
     "is_module_dir",
     "is_module_file",
+    "is_override",
     "module_files",
     "module_from_files",
     "read_closure",
@@ -235,9 +236,14 @@ def is_module_dir(directory: Path) -> bool:
     return any(is_module_file(p.name) for p in module_files(directory))
 
 
-def _merge_order(name: str) -> tuple[bool, str]:
+def is_override(name: str) -> bool:
+    """Is a file of this name an override file (`override.tf`, `*_override.tf.json`...)?"""
     stem = name.removesuffix(".json").rpartition(".")[0]
-    return stem == "override" or stem.endswith("_override"), name
+    return stem == "override" or stem.endswith("_override")
+
+
+def _merge_order(name: str) -> tuple[bool, str]:
+    return is_override(name), name
 
 
 def read_module(directory: Path) -> Module:
@@ -269,10 +275,10 @@ def module_from_files(directory: Path, contents: Mapping[str, bytes | OSError]) 
             if isinstance(content, OSError):
                 raise content
             blocks = _parse(content.decode("utf-8"), name.endswith(".json"))
-        except (OSError, UnicodeDecodeError, ValueError) as error:  # HclError is a ValueError
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:  # HclError
             unreadable.append(Unreadable(directory / name, str(error) or type(error).__name__))
             continue
-        merged.add(blocks, override=_merge_order(name)[0])
+        merged.add(blocks, override=is_override(name))
     files = tuple(directory / name for name in names)
     return merged.module(directory, files, tuple(unreadable))
 
@@ -341,7 +347,7 @@ def read_var_file(path: Path) -> VarFile:
                 raise hcl.HclError(f"block {item.kind!r} in a variables file")
             values[item.name] = hcl.literal(item.expression)
         return VarFile(path, values)
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:  # HclError
         return VarFile(path, unreadable=str(error) or type(error).__name__)
 
 
