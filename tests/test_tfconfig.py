@@ -635,3 +635,33 @@ def test_which_modules_use_aws(tmp_path: Path) -> None:
     assert aws.module_uses_aws(tmp_path / "through_a_local_module")
     assert not drift.needs_providers(tmp_path / "builtin")
     assert drift.needs_providers(tmp_path / "elsewhere")  # a module init downloads
+
+
+def test_the_trunk_guard_watches_a_local_module_called_with_a_comment(
+    pytester: pytest.Pytester,
+) -> None:
+    """A line-based reader missed `source = "../x" # pinned`: an uncommitted edit of that
+    module passed the trunk guard. Refused before anything is planned."""
+    import git
+
+    write_tree(
+        pytester.path,
+        {
+            "live/app/main.tf": 'terraform {\n  backend "local" {}\n}\n'
+            'module "net" {\n  source = "../../modules/net" # pinned\n}\n',
+            "modules/net/main.tf": 'output "cidr" { value = "10.0.0.0/16" }\n',
+        },
+    )
+    repo = git.Repo.init(pytester.path, initial_branch="main")
+    repo.git.add("live", "modules")
+    repo.index.commit("live configuration")
+    (pytester.path / "modules/net/main.tf").write_text('output "cidr" { value = "10.1.0.0/16" }\n')
+
+    result = pytester.runpytest("-m", "drift", "live", "--iac-require-trunk=main")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: --iac-require-trunk=main: uncommitted changes under the live directories*",
+            "  modules/net/main.tf",
+        ]
+    )
