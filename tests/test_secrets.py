@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_iac.redact import Redactor
+from pytest_iac.redact import SECRETS, Redactor, redact_value, remember_plan
 from pytest_iac.tfconfig import read_module
 from tests.conftest import leftovers
 
@@ -356,3 +356,47 @@ def test_sandbox_masks_var_file_secrets_wherever_they_show(
     ]
     assert leaks == []
     assert leftovers(iac_home) == []
+
+
+def test_what_a_plan_marks_sensitive_is_masked_in_report_values() -> None:
+    plan = {
+        "configuration": {"root_module": {"variables": {"token": {"sensitive": True}, "x": {}}}},
+        "variables": {"token": {"value": "tok-abc123"}, "x": {"value": "plain-name"}},
+        "resource_changes": [
+            {
+                "change": {
+                    "before": {"a": "before-secret", "n": 424242},
+                    "before_sensitive": {"a": True},
+                    "after": {"list": ["shown", "after-secret"]},
+                    "after_sensitive": {"list": [False, True]},
+                }
+            }
+        ],
+        "output_changes": {"o": {"after": "output-secret", "after_sensitive": True}},
+        "prior_state": {
+            "values": {
+                "outputs": {"p": {"sensitive": True, "value": 987654}},
+                "root_module": {
+                    "child_modules": [
+                        {
+                            "resources": [
+                                {"values": {"k": "state-secret"}, "sensitive_values": {"k": True}}
+                            ]
+                        }
+                    ]
+                },
+            }
+        },
+    }
+    text = "tok-abc123 before-secret after-secret output-secret state-secret plain-name shown"
+    try:
+        remember_plan(plan)
+        masked = redact_value({"text": text, "number": 987654, "other": 424242, "tok-abc123": 1})
+    finally:
+        SECRETS.clear()
+    assert masked == {
+        "text": " ".join(["<sensitive>"] * 5 + ["plain-name", "shown"]),
+        "number": "<sensitive>",  # a number that is a secret, as JSON would show it
+        "other": 424242,
+        "<sensitive>": 1,
+    }
