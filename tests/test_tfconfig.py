@@ -652,9 +652,9 @@ def test_the_trunk_guard_watches_a_local_module_called_with_a_comment(
             "modules/net/main.tf": 'output "cidr" { value = "10.0.0.0/16" }\n',
         },
     )
-    repo = git.Repo.init(pytester.path, initial_branch="main")
-    repo.git.add("live", "modules")
-    repo.index.commit("live configuration")
+    with git.Repo.init(pytester.path, initial_branch="main") as repo:  # closes its git processes
+        repo.git.add("live", "modules")
+        repo.index.commit("live configuration")
     (pytester.path / "modules/net/main.tf").write_text('output "cidr" { value = "10.1.0.0/16" }\n')
 
     result = pytester.runpytest("-m", "drift", "live", "--iac-require-trunk=main")
