@@ -18,11 +18,14 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_iac import providers, tfconfig, versions
 from pytest_iac.errors import IacError
 from pytest_iac.sandbox import Event, Stack
+
+if TYPE_CHECKING:
+    from pytest_iac.ledger import Record
 
 log = logging.getLogger("pytest_iac")
 
@@ -320,7 +323,9 @@ class AwsSandbox:
         if event not in ("before-apply", "before-destroy") or not uses_aws(stack):
             return
         self.start()
-        self.check_account()
+        account = self.check_account()
+        if event == "before-apply":  # the ledger record says where it went, for --iac-cleanup
+            stack.notes.update(aws="moto" if self.is_moto else "account", aws_account=account)
         if event == "before-apply" and declares_tags(stack.module_dir):
             given = stack.vars.get("tags") or {}
             if not isinstance(given, Mapping):
@@ -329,6 +334,34 @@ class AwsSandbox:
                     f"run's tags into, not {type(given).__name__}"
                 )
             stack.vars["tags"] = {**given, **self.tags(stack.workdir.name)}
+
+    def cleanup_guard(self, record: Record) -> str | None:
+        """`--iac-cleanup`'s guard: the one a deployment passed is asked again before its
+        destroy; a moto deployment needs none (its resources ended with the server)."""
+        where = record.notes.get("aws")
+        if where is None and _initialised_with_aws(
+            Path(record.module_dir), Path(record.tf_data_dir)
+        ):
+            where = "account"  # says nothing, but uses AWS: guard it like the run did
+        if where == "moto":
+            return "it was deployed into a moto sandbox, whose resources ended with its server"
+        if where is None:
+            return None
+        deployed_into = record.notes.get("aws_account", "an AWS account")
+        if self.is_moto:
+            raise AwsError(
+                f"it was deployed into {deployed_into}, but this clean-up's AWS sandbox is "
+                "moto, where destroying it would remove nothing real. Run the clean-up with "
+                "--iac-aws-sandbox=account and that account's credentials"
+            )
+        account = self.check_account()
+        if record.notes.get("aws_account", account) != account:
+            raise AwsError(
+                f"it was deployed into AWS account {deployed_into}, but this clean-up's "
+                f"credentials belong to account {account}. Run the clean-up with "
+                f"credentials for account {deployed_into}"
+            )
+        return None
 
     def tags(self, test: str) -> dict[str, str]:
         """The tags of a deployment: the run id (what the sweep looks for) and its test."""
@@ -446,10 +479,14 @@ def _endpoint() -> str | None:
 
 def uses_aws(stack: Stack) -> bool:
     """Whether the stack was initialised with the hashicorp/aws provider (child modules too)."""
-    lock = stack.module_dir / ".terraform.lock.hcl"
+    return _initialised_with_aws(stack.module_dir, stack.data_dir)
+
+
+def _initialised_with_aws(module_dir: Path, data_dir: Path) -> bool:
+    lock = module_dir / ".terraform.lock.hcl"
     if lock.is_file() and f'"{AWS_PROVIDER}"' in lock.read_text(encoding="utf-8"):
         return True
-    return (stack.data_dir / "providers" / AWS_PROVIDER).is_dir()
+    return (data_dir / "providers" / AWS_PROVIDER).is_dir()
 
 
 def module_uses_aws(directory: Path) -> bool:

@@ -111,6 +111,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[AWS_KEY] = aws
     config.stash[_WORKER_LEAKS_KEY] = []
     run.hooks.insert(0, aws.hook)  # before the ledger records what will be applied
+    run.guards.append(aws.cleanup_guard)  # --iac-cleanup asks it again before a destroy
     run.settings.env = aws.terraform_env(base=run.settings.env)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistLeaks(), "iac-aws-xdist")

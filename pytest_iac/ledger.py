@@ -7,15 +7,23 @@ power cut), what it deployed is still listed, with what it takes to destroy it:
 `pytest --iac-cleanup` reads the ledger.
 
 Records hold paths and names, never values: variables are in a var file (mode 0600) that the
-record points to. Every process holds an exclusive lock on an owner file for as long as it
-runs, and each record names its owner: a record whose owner lock can be taken belongs to a
-process that is gone, whatever host it ran on or whatever pid it had.
+record points to. A record is only a claim, so before the record is written the deployment's
+working directory gets a marker file holding a random token the record holds too
+(`MARKER`, like CACHEDIR.TAG): `--iac-cleanup` acts only on a record whose working directory
+is under the project's `runs/` directory and carries the marker with the record's token.
+The process that deploys holds an exclusive lock on that marker until the deployment is
+destroyed or the process ends: a record whose marker lock can be taken belongs to a process
+that is gone, whatever host it ran on or pid it had. The lock lives with the deployment, not
+in the ledger directory, so removing the ledger directory mid-run cannot make a live
+deployment look abandoned; records this process still holds are written again when found
+missing.
 No pytest import here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -25,15 +33,20 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from pytest_iac.sandbox import Event, Stack
 
 log = logging.getLogger("pytest_iac")
 
 _SUFFIX = ".json"
-_OWNERS = "owners"
-FORMAT = 1
+MARKER = ".pytest-iac-deployment"  # in a working directory pytest-iac made
+_MARKER_LINE = "pytest-iac deployment {token}\n"
+FORMAT = 2  # 2: a marker token instead of an owner lock file in the ledger
+
+
+class BadRecord(ValueError):
+    """A ledger file that is not a record this pytest-iac can act on."""
 
 
 @dataclass(frozen=True)
@@ -53,16 +66,35 @@ class Record:
     started: str  # ISO 8601, UTC
     pid: int
     host: str
-    owner: str  # the owner lock file of the process that deployed it
+    marker: str  # the token in the working directory's marker file
     env_names: list[str] = field(default_factory=list)  # extra env of the stack: names only
+    notes: dict[str, str] = field(default_factory=dict)  # what hooks said (aws: moto)
     kept: str = ""  # why it was kept on purpose (--iac-teardown), if it was
     destroy_command: str = ""
     format: int = FORMAT
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Record:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_json(cls, data: object) -> Record:
+        """The record in `data`; `BadRecord` names the first field that is missing or wrong."""
+        if not isinstance(data, dict):
+            raise BadRecord(f"not a JSON object but {type(data).__name__}")
+        if data.get("format") != FORMAT:
+            raise BadRecord(
+                f"record format {data.get('format')!r}; this pytest-iac reads format {FORMAT}"
+            )
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise BadRecord(f"field {f.name!r} is missing")
+                continue
+            if not _has_type(data[f.name], str(f.type)):
+                raise BadRecord(
+                    f"field {f.name!r} is {type(data[f.name]).__name__} "
+                    f"({data[f.name]!r:.60}), not {f.type}"
+                )
+            values[f.name] = data[f.name]
+        return cls(**values)
 
     def describe(self) -> str:
         why = f", kept: {self.kept}" if self.kept else ""
@@ -72,12 +104,39 @@ class Record:
         )
 
 
+def _has_type(value: object, annotation: str) -> bool:
+    if annotation == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation == "str":
+        return isinstance(value, str)
+    if annotation == "list[str]":
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if annotation == "dict[str, str]":
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    raise AssertionError(f"no check for {annotation}")  # a new field needs one
+
+
 @dataclass(frozen=True)
 class Entry:
     """A record as found on disk."""
 
     path: Path
     record: Record
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """A ledger file that cannot be read as a record: kept, and named by `--iac-cleanup`."""
+
+    path: Path
+    reason: str
+    data: object = None  # what could be parsed, if anything
+
+
+@dataclass
+class Scan:
+    entries: list[Entry] = field(default_factory=list)
+    damaged: list[Damaged] = field(default_factory=list)
 
 
 class Ledger:
@@ -89,9 +148,13 @@ class Ledger:
         self.worker = worker
         self.made = 0  # deployments recorded by this process
         self.destroyed = 0  # of those, destroyed
-        self._records: dict[Path, Path] = {}  # stack workdir -> its record
-        self._owner: IO[str] | None = None
-        self._owner_path: Path | None = None
+        self._records: dict[Path, tuple[Path, Record]] = {}  # stack workdir -> its record
+        self._markers: dict[Path, IO[str]] = {}  # workdir -> its marker, locked while we live
+
+    @property
+    def runs(self) -> Path:
+        """Where the project's working directories are: the only place cleanup acts in."""
+        return self.directory.parent / "runs"
 
     # Hooked into every Stack of the run (Sandbox.hooks)
 
@@ -104,8 +167,10 @@ class Ledger:
     # Writing
 
     def add(self, stack: Stack) -> Path:
-        """Record `stack` durably; call before its first apply."""
-        owner = self._own()
+        """Mark `stack`'s working directory and record it durably; call before its first apply."""
+        self._restore()
+        token = secrets.token_hex(16)
+        self._markers[stack.workdir] = _write_marker(stack.workdir, token)
         record = Record(
             module=str(stack.source),
             workdir=str(stack.workdir),
@@ -120,125 +185,186 @@ class Ledger:
             started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             pid=os.getpid(),
             host=socket.gethostname(),
-            owner=str(owner),
+            marker=token,
             env_names=sorted(k for k in stack.env if k != "TF_DATA_DIR"),
+            notes=dict(stack.notes),
             destroy_command=stack.destroy_command(),
         )
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{stack.workdir.name}-{secrets.token_hex(4)}"
         path = self.directory / f"{name}{_SUFFIX}"
-        write_durably(path, json.dumps(asdict(record), indent=2) + "\n")
-        self._records[stack.workdir] = path
+        _write_record(path, record)
+        self._records[stack.workdir] = (path, record)
         self.made += 1
         return path
 
     def remove(self, stack: Stack) -> None:
         """Forget `stack`: it was destroyed."""
-        path = self._records.pop(stack.workdir, None)
-        if path is not None:
-            remove_durably(path)
+        found = self._records.pop(stack.workdir, None)
+        if found is not None:
+            remove_durably(found[0])
             self.destroyed += 1
+        marker = self._markers.pop(stack.workdir, None)
+        if marker is not None:
+            marker.close()  # releases the lock
+        self._restore()
 
     def mark_kept(self, stack: Stack, why: str) -> None:
         """Note in the record that `stack` is kept on purpose (it stays in the ledger)."""
-        path = self._records.get(stack.workdir)
-        if path is None:
+        found = self._records.get(stack.workdir)
+        if found is None:
             return
-        entry = read(path)
-        if entry is not None:
-            data = asdict(entry.record)
-            data["kept"] = why
-            write_durably(path, json.dumps(data, indent=2) + "\n")
+        path, record = found
+        record = dataclasses.replace(record, kept=why)
+        self._records[stack.workdir] = (path, record)
+        _write_record(path, record)
+        self._restore()
 
     def record_path(self, stack: Stack) -> Path | None:
-        return self._records.get(stack.workdir)
+        found = self._records.get(stack.workdir)
+        return found[0] if found else None
+
+    def _restore(self) -> None:
+        """Write again the records of this process's deployments that someone removed."""
+        for path, record in self._records.values():
+            if not path.exists():
+                log.warning(
+                    "pytest-iac: the ledger record %s of a deployment still in place was "
+                    "removed; writing it again",
+                    path,
+                )
+                _write_record(path, record)
 
     # Reading
 
-    def entries(self) -> list[Entry]:
-        """Every record in the ledger, oldest first; unreadable files are skipped (logged)."""
+    def scan(self) -> Scan:
+        """Every record in the ledger, oldest first, and every file that is not one."""
+        found = Scan()
         if not self.directory.is_dir():
-            return []
-        found = []
+            return found
         for path in sorted(self.directory.glob(f"*{_SUFFIX}")):
-            entry = read(path)
-            if entry is not None:
-                found.append(entry)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                continue  # removed meanwhile: destroyed by its owner
+            except (OSError, ValueError) as error:
+                found.damaged.append(Damaged(path, f"cannot be read: {error}"))
+                continue
+            try:
+                data = json.loads(text)
+            except ValueError as error:
+                found.damaged.append(Damaged(path, f"is not valid JSON ({error})"))
+                continue
+            try:
+                found.entries.append(Entry(path, Record.from_json(data)))
+            except BadRecord as error:
+                found.damaged.append(Damaged(path, str(error), data))
         return found
 
-    def is_live(self, record: Record) -> bool:
-        """Whether the process that made `record` still runs (holds its owner lock)."""
-        owner = Path(record.owner)
-        if self._owner_path is not None and owner == self._owner_path:
-            return True
-        try:
-            fd = os.open(owner, os.O_RDWR)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # closing releases a lock we took
-        return False
+    def entries(self) -> list[Entry]:
+        """Every readable record in the ledger, oldest first."""
+        return self.scan().entries
 
-    def forget(self, entry: Entry) -> None:
-        """Remove a record (its deployment was destroyed by `pytest --iac-cleanup`)."""
+    def is_live(self, record: Record) -> bool:
+        """Whether the process that made `record` still runs (holds its marker's lock)."""
+        workdir = Path(record.workdir)
+        return workdir in self._markers or lock_is_held(workdir / MARKER, "flock")
+
+    def check(self, record: Record) -> str:
+        """Why `--iac-cleanup` must not act on `record` ('' when it may): its working
+        directory is not one pytest-iac made for this very record, or it names paths
+        outside it."""
+        workdir = Path(record.workdir)
+        runs = self.runs.resolve()
+        if not workdir.is_absolute() or not _inside(workdir.resolve(), runs):
+            return f"its working directory {workdir} is not under this project's {runs}"
+        if not workdir.is_dir():
+            return f"its working directory {workdir} (with the state) is gone"
+        if not _marker_matches(workdir, record.marker):
+            return f"its working directory {workdir} has no pytest-iac marker for this record"
+        for name in ("module_dir", "tf_data_dir"):
+            path = Path(getattr(record, name))
+            if not path.is_absolute() or not _inside(path.resolve(), workdir.resolve()):
+                return f"its {name} {path} is outside its working directory {workdir}"
+        return ""
+
+    def forget(self, entry: Entry | Damaged) -> None:
+        """Remove a record (its deployment was destroyed, or provably never existed)."""
         remove_durably(entry.path)
 
-    def prune_owners(self) -> None:
-        """Remove owner files of processes that are gone and left no record."""
-        owners = self.directory / _OWNERS
-        if not owners.is_dir():
-            return
-        referenced = {Path(e.record.owner) for e in self.entries()}
-        for owner in owners.iterdir():
-            if owner == self._owner_path or owner in referenced:
-                continue
-            with contextlib.suppress(OSError):
-                fd = os.open(owner, os.O_RDWR)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    owner.unlink()
-                except BlockingIOError:
-                    pass
-                finally:
-                    os.close(fd)
-
-    # This process's owner lock
-
-    def _own(self) -> Path:
-        if self._owner_path is None:
-            owners = self.directory / _OWNERS
-            owners.mkdir(parents=True, exist_ok=True)
-            name = f"{self.run_id or 'run'}-{self.worker}-{os.getpid()}-{secrets.token_hex(4)}"
-            path = owners / f"{name}.lock"
-            handle = path.open("a", encoding="utf-8")
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: never waits
-            self._owner, self._owner_path = handle, path
-        return self._owner_path
-
     def close(self) -> None:
-        """Release the owner lock; remove the owner file when no record names it."""
-        if self._owner is None or self._owner_path is None:
-            return
-        if not self._records:
-            with contextlib.suppress(OSError):
-                self._owner_path.unlink()
-        self._owner.close()
-        self._owner = None
-        self._owner_path = None
+        """Release this process's marker locks (its deployments can now be cleaned up)."""
+        self._restore()
+        for marker in self._markers.values():
+            marker.close()
+        self._markers.clear()
 
 
-def read(path: Path) -> Entry | None:
+def other_ledgers(directory: Path) -> list[tuple[Path, int, str]]:
+    """The other non-empty ledgers beside `directory` (one per project in the same home):
+    each with its number of records and the module of one of them."""
+    found = []
+    for other in sorted(directory.parent.parent.glob(f"*/{directory.name}")):
+        if other == directory:
+            continue
+        scan = Ledger(other).scan()
+        count = len(scan.entries) + len(scan.damaged)
+        if count:
+            found.append((other, count, scan.entries[0].record.module if scan.entries else ""))
+    return found
+
+
+def lock_is_held(path: Path, kind: Literal["flock", "fcntl"]) -> bool:
+    """Whether a process holds a lock on `path` (a missing file holds none); never waits.
+
+    `flock`: the lock on a marker; `fcntl`: the POSIX lock Terraform's local backend takes
+    on its state file for as long as a command runs (the two kinds do not see each other).
+    """
+    flags = os.O_RDONLY if kind == "flock" else os.O_RDWR  # fcntl write locks need write
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return Entry(path, Record.from_json(data))
-    except FileNotFoundError:
-        return None  # removed meanwhile: destroyed by its owner
-    except (OSError, ValueError, TypeError) as error:
-        log.warning("pytest-iac: unreadable ledger record %s: %s", path, error)
-        return None
+        fd = os.open(path, flags | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if kind == "flock":
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return directory in path.parents
+
+
+def _write_marker(workdir: Path, token: str) -> IO[str]:
+    """Write `workdir`'s marker, durably, and lock it for as long as this process lives."""
+    fd = os.open(workdir / MARKER, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    handle = os.fdopen(fd, "r+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: never waits
+        handle.write(_MARKER_LINE.format(token=token))
+        handle.write("Made by pytest-iac; `pytest --iac-cleanup` destroys and deletes it.\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+        _fsync_dir(workdir)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _marker_matches(workdir: Path, token: str) -> bool:
+    try:
+        fd = os.open(workdir / MARKER, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
+        first = f.readline(200)
+    return bool(token) and secrets.compare_digest(first, _MARKER_LINE.format(token=token))
 
 
 def state_location(stack: Stack) -> str:
@@ -249,6 +375,10 @@ def state_location(stack: Stack) -> str:
         if kind and kind != "local":
             return f"{kind} backend (configured in {backend})"
     return str(stack.module_dir / "terraform.tfstate")
+
+
+def _write_record(path: Path, record: Record) -> None:
+    write_durably(path, json.dumps(asdict(record), indent=2) + "\n")
 
 
 def write_durably(path: Path, text: str) -> None:
@@ -270,9 +400,10 @@ def write_durably(path: Path, text: str) -> None:
 
 
 def remove_durably(path: Path) -> None:
+    """Remove `path` and make that durable; a file (or directory) already gone is fine."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    _fsync_dir(path.parent)
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -33,7 +33,14 @@ from pytest_iac.fixtures import (
 )
 from pytest_iac.ledger import Tally
 from pytest_iac.plan import explain
-from pytest_iac.run import TEARDOWN_POLICIES, IacRun, new_run_id, plugin_cache
+from pytest_iac.run import (
+    TEARDOWN_POLICIES,
+    HomeError,
+    IacRun,
+    find_project,
+    new_run_id,
+    plugin_cache,
+)
 from pytest_iac.sandbox import SensitiveStr
 
 _LIVE_OUTPUT_KEY = pytest.StashKey[logging.Handler]()
@@ -197,7 +204,7 @@ def _iac_run(config: pytest.Config) -> IacRun:
     )
     worker = getattr(config, "workerinput", None)
     run = IacRun(
-        rootdir=config.rootpath,
+        project=find_project(_inifile(config), config.invocation_params.dir),
         run_id=worker["iac_run_id"] if worker else new_run_id(),
         settings=settings,
         engine_spec=setting("iac_binary", "iac_binary", "PYTEST_IAC_BINARY"),
@@ -211,6 +218,22 @@ def _iac_run(config: pytest.Config) -> IacRun:
         except IacError as error:
             raise pytest.UsageError(str(error)) from None
     return run
+
+
+def _inifile(config: pytest.Config) -> Path | None:
+    """pytest's ini file; else the one pytest finds from the invocation directory when given
+    no paths. A plugin option's value in the space form (`--iac-provider-mirror /opt/m`) is
+    taken for a path when pytest looks for its ini file, and the search starts there."""
+    if config.inipath is not None:
+        return config.inipath
+    try:  # pytest's own search (private; its signature has changed between releases)
+        from _pytest.config.findpaths import locate_config
+
+        here = config.invocation_params.dir
+        found = locate_config(here, [here])[1]
+    except Exception:  # without it, the git top level still finds the project
+        return None
+    return found if isinstance(found, Path) else None
 
 
 class _XdistHooks:
@@ -259,7 +282,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def _handle_sigterm(config: pytest.Config) -> None:
-    """SIGTERM takes Ctrl-C's graceful path from now on (a run that plans or deploys)."""
+    """SIGTERM and SIGHUP take Ctrl-C's graceful path from now on (a run that plans or
+    deploys)."""
     if _SIGNALS_KEY not in config.stash:
         config.stash[_SIGNALS_KEY] = signals.install()
 
@@ -273,8 +297,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before the first test that may deploy or plan: a run without one installs nothing."""
-    plans = item.get_closest_marker("drift") or "iac_plan" in getattr(item, "fixturenames", ())
-    if plans or deploys(item):
+    if _uses_iac(item):
         _handle_sigterm(item.config)
 
 
@@ -283,6 +306,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if deploys(item):
             item.add_marker(pytest.mark.sandbox)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """An unwritable home stops the run here, once, if a selected test needs it."""
+    if any(_uses_iac(item) for item in session.items):
+        try:
+            session.config.stash[RUN_KEY].prepare_home()
+        except HomeError as error:
+            raise pytest.UsageError(str(error)) from None
+
+
+def _uses_iac(item: pytest.Item) -> bool:
+    """Whether a test may deploy or plan: it needs the home and the graceful signals."""
+    plans = item.get_closest_marker("drift") or "iac_plan" in getattr(item, "fixturenames", ())
+    return bool(plans or deploys(item))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -319,17 +357,25 @@ def _cleanup_main(config: pytest.Config, session: pytest.Session) -> int:
     _handle_sigterm(config)
     run = config.stash[RUN_KEY]
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    dry_run = config.option.iac_cleanup_dry_run
+    if not dry_run:
+        try:
+            run.prepare_home()
+        except HomeError as error:
+            raise pytest.UsageError(str(error)) from None
     outcome = cleanup(
         run.ledger,
         settings=run.settings,
         config_dir=run.workdir,
         engine=lambda: run.engine,
         override=run.engine_spec is not None,
-        dry_run=config.option.iac_cleanup_dry_run,
+        dry_run=dry_run,
         force=config.option.iac_cleanup_force,
+        guards=run.guards,
         write=reporter.write_line if reporter is not None else print,
     )
-    return 1 if outcome.left and not config.option.iac_cleanup_dry_run else 0
+    # A dry run fails only on what needs a hand: records that are refused or damaged.
+    return 1 if (outcome.refused if dry_run else outcome.left) else 0
 
 
 @pytest.hookimpl(tryfirst=True)

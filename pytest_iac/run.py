@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from pytest_iac.cleanup import Guard
 from pytest_iac.engine import Engine, Settings, Terraform, find_engine
+from pytest_iac.errors import IacError
 from pytest_iac.init_cache import InitCache, engine_identity
 from pytest_iac.ledger import Ledger, Tally
 from pytest_iac.sandbox import Hook, Sandbox, Stack
@@ -42,11 +44,45 @@ def plugin_cache() -> Path:
     return Path(cache) / "pytest-iac" / "plugin-cache"
 
 
-def project_dir(rootdir: Path) -> Path:
+def find_project(inifile: Path | None, invocation_dir: Path) -> Path:
+    """The project pytest runs in: the ini file's directory, else the git work tree's top,
+    else the invocation directory.
+
+    Not pytest's rootdir: that is the common ancestor of the command line's paths, and a
+    plugin option's value in the space form (`--iac-provider-mirror /opt/mirror`) counts
+    as one, since plugin options are unknown when pytest picks it.
+    """
+    if inifile is not None:
+        return inifile.resolve().parent
+    start = invocation_dir.resolve()
+    for directory in (start, *start.parents):
+        if (directory / ".git").exists():  # a directory, or a file in a linked worktree
+            return directory
+    return start
+
+
+def project_dir(project: Path) -> Path:
     """This project's directory under `home()`: outside the source tree, one per checkout."""
-    rootdir = rootdir.resolve()
-    digest = hashlib.sha256(str(rootdir).encode()).hexdigest()[:10]
-    return home() / "projects" / f"{_slug(rootdir.name, 30) or 'root'}-{digest}"
+    project = project.resolve()
+    digest = hashlib.sha256(str(project).encode()).hexdigest()[:10]
+    return home() / "projects" / f"{_slug(project.name, 30) or 'root'}-{digest}"
+
+
+class HomeError(IacError):
+    """pytest-iac's home cannot be written."""
+
+
+def _home_error(path: Path, error: OSError) -> HomeError:
+    where = (
+        f"PYTEST_IAC_HOME is {os.environ['PYTEST_IAC_HOME']!r}"
+        if os.environ.get("PYTEST_IAC_HOME")
+        else "PYTEST_IAC_HOME is not set, so it is $XDG_STATE_HOME/pytest-iac"
+    )
+    return HomeError(
+        f"pytest-iac cannot write its home: {path}: {error.strerror or error}. It keeps "
+        f"working directories, state and the ledger there ({where}); set PYTEST_IAC_HOME "
+        "to a directory you can write."
+    )
 
 
 def new_run_id() -> str:
@@ -61,7 +97,7 @@ def _slug(text: str, length: int) -> str:
 class IacRun:
     """The engine, sandbox and bookkeeping of one pytest run (or one xdist worker's share)."""
 
-    rootdir: Path
+    project: Path  # `find_project()`: its ledger and init cache are this project's
     run_id: str
     settings: Settings
     engine_spec: str | None = None  # what the user asked for; None: look on PATH
@@ -70,6 +106,7 @@ class IacRun:
     worker: str = "main"
     kept: list[Stack] = field(default_factory=list)
     hooks: list[Hook] = field(default_factory=list)  # given to the sandbox: guards, tags
+    guards: list[Guard] = field(default_factory=list)  # asked by --iac-cleanup per record
     failed: list[Stack] = field(default_factory=list)  # destroys that failed or were aborted
     leaked: list[str] = field(default_factory=list)  # found by a sweep after the destroys
     interrupts: int = 0  # Ctrl-C/SIGTERM seen: a destroy lets the first one wait, not the next
@@ -88,11 +125,25 @@ class IacRun:
 
     @property
     def workdir(self) -> Path:
-        return project_dir(self.rootdir) / "runs" / f"{self.run_id}-{self.worker}"
+        return project_dir(self.project) / "runs" / f"{self.run_id}-{self.worker}"
+
+    def prepare_home(self) -> None:
+        """Make this run's directory; `HomeError` (naming the path) when the home is unwritable.
+
+        Only what needs the home calls this: a run that deploys nothing never does.
+        """
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            probe = self.workdir / ".writable"
+            probe.touch()
+            probe.unlink()
+        except OSError as error:
+            raise _home_error(Path(error.filename or self.workdir), error) from None
 
     @property
     def terraform(self) -> Terraform:
         if self._terraform is None:
+            self.prepare_home()
             self._terraform = Terraform(self.engine, self.settings, self.workdir)
         return self._terraform
 
@@ -101,7 +152,7 @@ class IacRun:
         """What init made, kept for reuse by deployments and drift checks alike."""
         if self.reuse_init and self._init_cache is None:
             self._init_cache = InitCache(
-                project_dir(self.rootdir) / "init-cache", engine_identity(self.terraform)
+                project_dir(self.project) / "init-cache", engine_identity(self.terraform)
             )
         return self._init_cache
 
@@ -121,7 +172,7 @@ class IacRun:
         """The project's ledger: every deployment is recorded before its apply."""
         if self._ledger is None:
             self._ledger = Ledger(
-                project_dir(self.rootdir) / "ledger", run_id=self.run_id, worker=self.worker
+                project_dir(self.project) / "ledger", run_id=self.run_id, worker=self.worker
             )
         return self._ledger
 

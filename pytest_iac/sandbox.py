@@ -133,6 +133,7 @@ class Stack:
         self.var_files = [Path(f) for f in var_files]
         self.env = dict(env or {})
         self.backend_config = dict(backend_config or {})
+        self.notes: dict[str, str] = {}  # what hooks tell the ledger record, e.g. aws: moto
         self.module_dir = self._place(source, workdir / "src")
         self._initialised = False
         self._applied = False  # an apply was started: there may be something to destroy

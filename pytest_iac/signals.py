@@ -1,8 +1,9 @@
 """Signals: SIGTERM takes the same graceful path as Ctrl-C; destroys are shielded once.
 
 - pytest handles SIGINT (KeyboardInterrupt: finalizers run, so deployments are destroyed) but
-  not SIGTERM, which a CI runner sends when it cancels a job: `install()` turns SIGTERM into
-  `Terminated`, a KeyboardInterrupt, so it takes the same path.
+  not SIGTERM, which a CI runner sends when it cancels a job, nor SIGHUP (a closed terminal
+  or SSH session): `install()` turns both into `Terminated`, a KeyboardInterrupt, so they
+  take the same path.
 - A destroy that has started should finish: inside `shield()`, the first interrupt of the run
   is postponed until the destroy is done; a second one (or one arriving after the run was
   already interrupted) stops the destroy gracefully, and the deployment stays in the ledger.
@@ -53,17 +54,22 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated(signum)
 
 
+_GRACEFUL = (signal.SIGTERM, signal.SIGHUP)  # stop the run the way Ctrl-C does
+
+
 def install() -> Callable[[], None]:
-    """Turn SIGTERM into `Terminated` (unless someone else handles it); returns an undo."""
+    """Turn SIGTERM and SIGHUP into `Terminated` (each unless someone else handles it, or
+    it is ignored, as `nohup` does for SIGHUP); returns an undo."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return lambda: None
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    installed = [s for s in _GRACEFUL if signal.getsignal(s) is signal.SIG_DFL]
+    for signum in installed:
+        signal.signal(signum, _raise_terminated)
 
     def undo() -> None:
-        if signal.getsignal(signal.SIGTERM) is _raise_terminated:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum in installed:
+            if signal.getsignal(signum) is _raise_terminated:
+                signal.signal(signum, signal.SIG_DFL)
 
     return undo
 
@@ -97,7 +103,7 @@ def shield(already_interrupted: bool, tell: Callable[[str], None], what: str) ->
         )
 
     previous: dict[int, _Handler] = {}
-    for signum in (int(signal.SIGINT), int(signal.SIGTERM)):
+    for signum in (int(signal.SIGINT), *(int(s) for s in _GRACEFUL)):
         previous[signum] = signal.getsignal(signum)
         signal.signal(signum, handler)
     try:

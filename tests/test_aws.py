@@ -5,6 +5,7 @@ AWS provider commands take seconds each, so these tests deploy as little as they
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -187,6 +188,7 @@ def test_guard_refuses_an_account_not_allowed_before_deploying(
 
 
 PARALLEL_TEST = """
+import json
 import os
 
 def test_{n}(iac_deploy, iac_name, aws_sandbox):
@@ -287,4 +289,101 @@ def test_non_aws_stacks_are_neither_guarded_nor_tagged(
         pytest.skip("no terraform binary on PATH")
     result = pytester.runpytest("test_label.py")
     result.assert_outcomes(passed=1)
+    assert leftovers(iac_home) == []
+
+
+# --iac-cleanup of AWS deployments: the record says where each went.
+
+BUCKET_MODULE = """
+terraform {
+  required_providers {
+    aws = { source = "hashicorp/aws" }
+  }
+}
+
+resource "aws_s3_bucket" "this" {
+  bucket = "pytest-iac-cleanup-guard"
+}
+"""
+
+
+def _kept_bucket(pytester: pytest.Pytester, home: Path, *args: str) -> Path:
+    """A bucket deployment kept in the ledger on purpose: its record."""
+    (pytester.path / "bucket").mkdir()
+    (pytester.path / "bucket" / "main.tf").write_text(BUCKET_MODULE)
+    pytester.makepyfile(test_keep="def test_keep(iac_deploy):\n    iac_deploy('bucket')\n")
+    pytester.runpytest("--iac-teardown=never", *args).assert_outcomes(passed=1)
+    [record] = home.glob("projects/*/ledger/*.json")
+    return record
+
+
+def test_cleanup_clears_a_moto_deployment_rather_than_destroy_it(
+    pytester: pytest.Pytester,
+    iac_home: Path,
+    aws_provider_mirror: Path,
+    clean_aws_env: pytest.MonkeyPatch,
+) -> None:
+    _ini(pytester, aws_provider_mirror)
+    record = _kept_bucket(pytester, iac_home, "--iac-aws-sandbox=moto")
+    assert json.loads(record.read_text())["notes"]["aws"] == "moto"
+    # The moto server ended with its run; the environment now holds other credentials.
+    for name, value in DUMMY.items():
+        clean_aws_env.setenv(name, value)
+
+    result = pytester.runpytest("--iac-cleanup", "--iac-aws-sandbox=account")
+
+    result.stdout.fnmatch_lines(
+        [
+            "cleared */bucket (test *): it was deployed into a moto sandbox, whose resources "
+            "ended with its server",
+            "pytest-iac: 0 destroyed, 1 cleared, 0 failed, 0 skipped; 0 left in the ledger",
+        ]
+    )
+    assert result.ret == 0
+    assert "terraform destroy" not in result.stdout.str()
+    assert not record.exists()
+    assert leftovers(iac_home) == []
+
+
+def test_cleanup_runs_the_account_guard_of_the_deployment(
+    pytester: pytest.Pytester,
+    iac_home: Path,
+    aws_provider_mirror: Path,
+    clean_aws_env: pytest.MonkeyPatch,
+    foreign_account: str,
+    moto_endpoint: str,
+) -> None:
+    _ini(pytester, aws_provider_mirror, f"iac_aws_allowed_accounts = {FOREIGN_ACCOUNT}")
+    for name, value in DUMMY.items():
+        clean_aws_env.setenv(name, value)
+    clean_aws_env.setenv("AWS_ENDPOINT_URL", foreign_account)
+    record = _kept_bucket(pytester, iac_home)
+    notes = json.loads(record.read_text())["notes"]
+    assert notes == {"aws": "account", "aws_account": FOREIGN_ACCOUNT}
+
+    # The environment now points at another account (moto's default, 123456789012).
+    clean_aws_env.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    other = f"--iac-aws-allowed-accounts={FOREIGN_ACCOUNT},123456789012"
+    refused = pytester.runpytest("--iac-cleanup", other)
+    refused.stdout.fnmatch_lines(
+        [
+            "REFUSED */bucket (test *): it was deployed into AWS account 111111111111, but this "
+            "clean-up's credentials belong to account 123456789012. Run the clean-up with "
+            "credentials for account 111111111111.",
+            "*1 refused, 0 skipped; 1 left in the ledger",
+        ]
+    )
+    assert refused.ret == 1
+    s3 = _client("s3", foreign_account)
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["pytest-iac-cleanup-guard"]  # type: ignore[attr-defined]
+
+    # An account the settings do not allow: the guard the run had refuses too.
+    guarded = pytester.runpytest("--iac-cleanup", "--iac-aws-allowed-accounts=222222222222")
+    guarded.stdout.fnmatch_lines(["REFUSED */bucket (test *): *not in iac_aws_allowed_accounts*"])
+    assert guarded.ret == 1
+
+    clean_aws_env.setenv("AWS_ENDPOINT_URL", foreign_account)
+    result = pytester.runpytest("--iac-cleanup")
+    result.stdout.fnmatch_lines(["*1 destroyed, 0 failed, 0 skipped; 0 left in the ledger"])
+    assert s3.list_buckets()["Buckets"] == []  # type: ignore[attr-defined]
     assert leftovers(iac_home) == []

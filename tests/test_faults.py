@@ -226,6 +226,7 @@ def test_timeouts_during_apply_and_during_the_test(
         pytest.param(signal.SIGINT, "binary", id="SIGINT-binary"),
         pytest.param(signal.SIGINT, "embedded", id="SIGINT-embedded"),
         pytest.param(signal.SIGTERM, "binary", id="SIGTERM-binary"),
+        pytest.param(signal.SIGHUP, "binary", id="SIGHUP-binary"),  # a closed terminal
     ],
     indirect=["engine"],
 )
@@ -603,3 +604,41 @@ def test_an_interrupted_apply_leaves_no_provisioner_running(
         assert cleanup(pytester).ret == 0
     assert_clean(iac_home)
     wait_until_ended(project, "the clean-up's processes")
+
+
+# The ledger directory removed while a run uses it.
+
+
+def test_ledger_directory_removed_mid_run(
+    pytester: pytest.Pytester, project: Path, iac_home: Path
+) -> None:
+    (project / "test_x.py").write_text(
+        """
+import os, pathlib, shutil, time
+
+def test_hold(iac_deploy):
+    iac_deploy("mod", vars={"name": "a"})
+    [ledger] = pathlib.Path(os.environ["PYTEST_IAC_HOME"]).glob("projects/*/ledger")
+    shutil.rmtree(ledger)  # someone removes the ledger while the run uses it
+    iac_deploy("mod", vars={"name": "b"})  # ... which writes the first record again
+    pathlib.Path("holding").touch()
+    deadline = time.monotonic() + 30
+    while not pathlib.Path("release").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shutil.rmtree(ledger)  # and once more: the destroys find no records to remove
+"""
+    )
+    process = start(project)
+    wait_for(lambda: (project / "holding").exists(), "the run to deploy twice")
+    assert len(ledger(iac_home)) == 2  # nothing lost
+
+    result = cleanup(pytester)  # a running test's deployments are not taken
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*skipped *still running*", "*skipped *still running*"])
+    assert len(ledger(iac_home)) == 2
+
+    (project / "release").touch()
+    code, output = finish(process)
+    assert code == 0, output
+    assert "deployments: 2 made, 2 destroyed, 0 kept, 0 failed to destroy" in output, output
+    assert_clean(iac_home)
