@@ -226,13 +226,23 @@ class Ledger:
     def _restore(self) -> None:
         """Write again the records of this process's deployments that someone removed."""
         for path, record in self._records.values():
-            if not path.exists():
-                log.warning(
-                    "pytest-iac: the ledger record %s of a deployment still in place was "
-                    "removed; writing it again",
-                    path,
-                )
+            if path.exists():
+                continue
+            log.warning(
+                "pytest-iac: the ledger record %s of a deployment still in place was "
+                "removed; writing it again",
+                path,
+            )
+            try:
                 _write_record(path, record)
+            except OSError as error:  # not this call's business to fail: say it and go on
+                log.error(
+                    "pytest-iac: could not write %s again (%s); its deployment: %s, destroy: %s",
+                    path,
+                    error,
+                    record.workdir,
+                    record.destroy_command,
+                )
 
     # Reading
 

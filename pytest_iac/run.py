@@ -116,6 +116,7 @@ class IacRun:
     _terraform: Terraform | None = None
     _sandbox: Sandbox | None = None
     _init_cache: InitCache | None = None
+    _home_ready: bool = False  # `prepare_home()` made the run's directory
 
     @property
     def engine(self) -> Engine:
@@ -132,13 +133,14 @@ class IacRun:
 
         Only what needs the home calls this: a run that deploys nothing never does.
         """
+        if self._home_ready:
+            return
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            probe = self.workdir / ".writable"
-            probe.touch()
-            probe.unlink()
+            self.ledger.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise _home_error(Path(error.filename or self.workdir), error) from None
+        self._home_ready = True
 
     @property
     def terraform(self) -> Terraform:
@@ -210,5 +212,6 @@ class IacRun:
         if self._terraform is not None:
             self._terraform.close()
         sandboxes = self.workdir / "sandboxes"
-        if self._terraform is not None and not (sandboxes.is_dir() and any(sandboxes.iterdir())):
+        made = self._terraform is not None or self._home_ready
+        if made and not (sandboxes.is_dir() and any(sandboxes.iterdir())):
             shutil.rmtree(self.workdir, ignore_errors=True)
