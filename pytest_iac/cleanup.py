@@ -30,7 +30,7 @@ from pytest_iac.errors import IacError, TerraformError
 from pytest_iac.ledger import Damaged, Entry, Ledger, Record, lock_is_held, other_ledgers
 
 COMMAND = "pytest --iac-cleanup"
-LOCK_WAIT = 5.0  # seconds to wait for a terraform that still holds a deployment's state lock
+LOCK_WAIT = 10.0  # seconds to wait for a terraform that still holds a deployment's state lock
 
 # Asked before a deployment is destroyed: a reason it needs no destroy (its record is then
 # cleared), or None to go on; an IacError refuses the destroy (the record is kept).
