@@ -102,7 +102,7 @@ def cleanup(
             )
             continue
         try:
-            terraform = _checked(ledger, entry, engines, guards, lock_wait, dry_run, write)
+            chosen = _checked(ledger, entry, engines, guards, lock_wait, dry_run, write)
         except Refused as refusal:
             outcome.refused.append(entry)
             write(f"REFUSED {record.describe()}: {refusal}.")
@@ -120,7 +120,7 @@ def cleanup(
         if dry_run:
             continue
         try:
-            terraform.run(
+            engines.runner(chosen).run(
                 ["destroy", "-auto-approve", *(f"-var-file={f}" for f in record.var_files)],
                 cwd=Path(record.module_dir),
                 env=_data_dir_env(record.tf_data_dir, record.module_dir),
@@ -169,7 +169,7 @@ def _checked(
     lock_wait: float,
     dry_run: bool,
     write: Callable[[str], None],
-) -> Terraform:
+) -> Engine:
     """The engine to destroy `entry` with, once every check passed.
 
     Raises `Refused` (keep the record) or `_NothingToDestroy` (clear it).
@@ -178,7 +178,7 @@ def _checked(
     problem = ledger.check(record)
     if problem:
         raise Refused(f"{problem}; pytest-iac acts only in working directories it made")
-    terraform = engines.get(record.engine)
+    engine = engines.get(record.engine)
     state = _local_state(record)
     if state is not None:
         _wait_for_terraform(state, 0 if dry_run else lock_wait, write)
@@ -193,7 +193,7 @@ def _checked(
         raise _NothingToDestroy(
             f"its apply never started (no state in {record.workdir}), so nothing was deployed"
         )
-    return terraform
+    return engine
 
 
 class _Engines:
@@ -207,9 +207,14 @@ class _Engines:
         self.default = default
         self.override = override
         self._runners: dict[tuple[str, ...], Terraform] = {}
+        self._answers: dict[Path, bool] = {}  # binary -> whether it answered as terraform
 
-    def get(self, argv: list[str]) -> Terraform:
-        engine = self.default() if self.override else self._recorded(argv)
+    def get(self, argv: list[str]) -> Engine:
+        """The engine for a record's `argv` (checked), or the run's with `override`."""
+        return self.default() if self.override else self._recorded(argv)
+
+    def runner(self, engine: Engine) -> Terraform:
+        """What runs `engine`'s commands; made only for a destroy (it writes its config)."""
         if engine.argv not in self._runners:
             self._runners[engine.argv] = Terraform(engine, self.settings, self.config_dir)
         return self._runners[engine.argv]
@@ -228,7 +233,10 @@ class _Engines:
             )
         if not path.exists():
             return self.default()  # uninstalled since: the engine this clean-up would use
-        if not (path.is_file() and os.access(path, os.X_OK) and _says_terraform(path)):
+        if path not in self._answers:
+            self._answers[path] = path.is_file() and os.access(path, os.X_OK)
+            self._answers[path] = self._answers[path] and _says_terraform(path)
+        if not self._answers[path]:
             raise Refused(f"its engine {path} does not answer `version` as terraform or tofu")
         return Engine(
             name="tofu" if "tofu" in path.name else "terraform", argv=(str(path),), path=path
