@@ -58,15 +58,20 @@ class UpgradeStack(Stack):
         """Put the working tree's code in place of the ref's, keeping the state, and return
         the plan of that upgrade; `apply()` then applies it.
 
-        Should init or plan fail with the new code, the ref's code is put back, so that
-        teardown destroys with the code that made the state.
+        `vars` (a variable the new version requires, say) join the stack's own: `apply()`
+        and the teardown's destroy use them too. Should init or plan fail with the new code,
+        the ref's code (and variables) are put back, so that teardown destroys with the code
+        that made the state.
         """
+        before = dict(self.vars)
         if not self.upgraded:
             self._swap_code(upgraded=True)
+        self.vars.update(vars or {})
         try:
-            return self.plan(vars)
+            return self.plan()
         except BaseException:
             if not self._upgrade_applied:
+                self.vars = before
                 self._swap_code(upgraded=False)
             raise
 

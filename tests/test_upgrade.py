@@ -157,3 +157,26 @@ def test_a_shallow_clone_is_told_to_fetch_tags(
         ["*no tag, branch or commit 'v1.0.0'*This clone is shallow*git fetch --tags --unshallow*"]
     )
     assert leftovers(iac_home) == []
+
+
+def test_variables_the_new_version_requires_serve_its_apply_and_destroy(
+    pytester: pytest.Pytester, modules: Path, iac_home: Path
+) -> None:
+    main_tf = modules / "network" / "main.tf"
+    main_tf.write_text(
+        main_tf.read_text()
+        + '\nvariable "zone" {\n  type = string\n}\n\noutput "zone" {\n  value = var.zone\n}\n'
+    )
+    (modules / "network" / "test_network.py").write_text(
+        """
+def test_upgrade_with_a_new_variable(iac_deploy):
+    stack = iac_deploy(".", vars={"name": "demo"}, from_ref="v1.0.0")
+    assert not stack.upgrade(vars={"zone": "a"}).deletes
+    stack.apply()
+    assert stack.outputs["zone"] == "a"
+"""
+    )
+    result = pytester.runpytest(str(modules / "network"), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["deployments: 1 made, 1 destroyed*"])
+    assert leftovers(iac_home) == []
