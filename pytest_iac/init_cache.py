@@ -104,6 +104,7 @@ class InitCache:
         self.max_age = max_age
         self._claims: dict[str, threading.Lock] = {}
         self._claims_lock = threading.Lock()
+        self._pruned = False  # once a run: each prune looks at every entry
 
     def key(
         self,
@@ -219,7 +220,10 @@ class InitCache:
             log.warning("could not write the init cache in %s: %s", self.directory, error)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        self.prune()
+        with self._claims_lock:
+            pruned, self._pruned = self._pruned, True
+        if not pruned:
+            self.prune()
 
     def _publish(self, staging: Path, entry: Path) -> None:
         try:
