@@ -17,7 +17,6 @@ directories at once in a pool of threads that wait on terraform.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import logging
@@ -416,21 +415,6 @@ def parse_backend_config(values: Sequence[str], base: Path, origin: str) -> list
 # Many directories at once
 
 
-def needs_providers(live_dir: Path) -> bool:
-    """Could `init` of `live_dir` install a provider plugin? False only when surely not.
-
-    Surely not: it and its local modules (no module from a registry or repository) use only
-    Terraform's built-in provider (`terraform_data`, `terraform_remote_state`), and every
-    file of theirs was read.
-    """
-    for module in tfconfig.read_closure(live_dir).values():
-        if not module.readable or set(module.providers) - {"terraform"}:
-            return True
-        if any(not call.is_local for call in module.module_calls.values()):
-            return True
-    return False
-
-
 @dataclass
 class DriftRun:
     """Checks many live directories with one engine; keeps every result (for reports).
@@ -456,7 +440,6 @@ class DriftRun:
     _pending: dict[Path, Future[DriftResult]] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _numbers: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
-    _builtin_only: Terraform | None = field(default=None, init=False, repr=False)
     _remover: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
 
     def submit(self, live_dir: Path) -> None:
@@ -513,9 +496,8 @@ class DriftRun:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "root"
         with self._lock:
             number = next(self._numbers)  # a directory may be checked twice at once
-        terraform = self._terraform_for(live_dir)
         return check_drift(
-            terraform,
+            self.terraform,
             live_dir,
             self.workdir / f"{slug}-{number}",
             name=name,
@@ -525,21 +507,3 @@ class DriftRun:
             remove=self._remove_later,
             **options,
         )
-
-    def _terraform_for(self, live_dir: Path) -> Terraform:
-        """The run's engine; without the plugin cache for a directory that installs nothing.
-
-        Every `init` with the plugin cache holds a lock that serialises it with all others
-        (`engine._init_lock`); one that installs no provider needs neither.
-        """
-        settings = self.terraform.settings
-        if settings.plugin_cache_dir is None or needs_providers(live_dir):
-            return self.terraform
-        with self._lock:
-            if self._builtin_only is None:
-                self._builtin_only = Terraform(
-                    self.terraform.engine,
-                    dataclasses.replace(settings, plugin_cache_dir=None),
-                    self.workdir / "builtin-only",
-                )
-            return self._builtin_only

@@ -9,7 +9,6 @@ No pytest import here: the core works without pytest.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -21,13 +20,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from pytest_iac import embedded, providers, watchdog
+from pytest_iac import embedded, plugin_cache, providers, watchdog
 from pytest_iac.errors import (
     EngineNotFoundError,
     ProviderUnavailableError,
@@ -191,6 +190,7 @@ class Terraform:
         if settings.plugin_cache_dir is not None:
             settings.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
         self._version: str | None = None
+        self._platform: str | None = None
         if engine.embedded:
             # The commands of deployments run with this environment: a worker for it loads
             # the library while pytest collects.
@@ -200,17 +200,33 @@ class Terraform:
     def version(self) -> str:
         if self._version is None:
             # Cached across runs: asking costs a terraform process on every run.
-            cached = known_version(self.engine, self.settings.plugin_cache_dir)
-            if cached is not None:
-                self._version = cached
-            else:
-                result = self.run(["version", "-json"], cwd=Path.cwd(), quiet=True)
-                self._version = str(json.loads(result.stdout)["terraform_version"])
-                key = _version_key(self.engine)
-                if self.settings.plugin_cache_dir is not None and key is not None:
-                    store = _versions_file(self.settings.plugin_cache_dir)
-                    _write_json(store, {**_read_json(store), key: self._version})
+            self._version = known_version(self.engine, self.settings.plugin_cache_dir)
+            if self._version is None:
+                self._ask_version()
+        assert self._version is not None
         return self._version
+
+    @property
+    def platform(self) -> str:
+        """The platform the engine installs providers for (`linux_amd64`), as it says."""
+        if self._platform is None:
+            self._platform = known_version(
+                self.engine, self.settings.plugin_cache_dir, _PLATFORM
+            ) or self._ask_version().get("platform", "unknown")
+        return self._platform
+
+    def _ask_version(self) -> dict[str, str]:
+        result = self.run(["version", "-json"], cwd=Path.cwd(), quiet=True)
+        found = json.loads(result.stdout)
+        self._version = str(found["terraform_version"])
+        key = _version_key(self.engine)
+        if self.settings.plugin_cache_dir is not None and key is not None:
+            store = _versions_file(self.settings.plugin_cache_dir)
+            record = {key: self._version}
+            if isinstance(found.get("platform"), str):
+                record[_PLATFORM + key] = found["platform"]
+            _write_json(store, {**_read_json(store), **record})
+        return {k: str(v) for k, v in found.items()}
 
     def describe(self) -> str:
         return self.engine.describe(self.version)
@@ -292,7 +308,7 @@ class Terraform:
         prefix = f"[{label}] " if label else ""
         if not quiet:
             log.info("%s$ terraform %s", prefix, " ".join(args))
-        with _init_lock(self.settings.plugin_cache_dir, args):
+        with self._cache_lock(args, cwd, env):
             started = time.monotonic()
             if self.engine.embedded:
                 ran = self._run_in_worker(args, cwd, env, module, prefix, quiet, started)
@@ -331,6 +347,16 @@ class Terraform:
                 watchdog.forget(process)
                 output.close()
         return Result(args, returncode, output.stdout, output.stderr, time.monotonic() - started)
+
+    def _cache_lock(
+        self, args: list[str], cwd: Path, env: Mapping[str, str]
+    ) -> contextlib.AbstractContextManager[object]:
+        """Around an `init` that uses the plugin cache, the cache's lock (`plugin_cache`)."""
+        if self.settings.plugin_cache_dir is None or not args or args[0] != "init":
+            return contextlib.nullcontext()
+        return plugin_cache.init_lock(
+            self.settings.plugin_cache_dir, cwd, args, env, lambda: self.platform
+        )
 
     def _timed_out(
         self, args: list[str], cwd: Path, output: str, module: str | None
@@ -392,13 +418,17 @@ class Terraform:
             embedded.shutdown()
 
 
-def known_version(engine: Engine, plugin_cache_dir: Path | None) -> str | None:
-    """The engine's version if an earlier run asked it (no process, nothing written)."""
+def known_version(engine: Engine, plugin_cache_dir: Path | None, what: str = "") -> str | None:
+    """The engine's version (or with `what` `_PLATFORM`, its platform) if an earlier run
+    asked it (no process, nothing written)."""
     key = _version_key(engine)
     if plugin_cache_dir is None or key is None:
         return None
-    cached = _read_json(_versions_file(plugin_cache_dir)).get(key)
+    cached = _read_json(_versions_file(plugin_cache_dir)).get(what + key)
     return cached if isinstance(cached, str) else None
+
+
+_PLATFORM = "platform "  # in the versions file, before the key of an engine's platform
 
 
 def _versions_file(plugin_cache_dir: Path) -> Path:
@@ -532,23 +562,6 @@ def _stop(process: subprocess.Popen[bytes], output: _Output | None = None) -> No
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         raise
-
-
-@contextlib.contextmanager
-def _init_lock(plugin_cache_dir: Path | None, args: Sequence[str]) -> Iterator[None]:
-    """Serialise `init` across threads and processes that share a plugin cache.
-
-    Terraform's plugin cache is not safe for concurrent installs (hashicorp/terraform#31964).
-    """
-    if plugin_cache_dir is None or not args or args[0] != "init":
-        yield
-        return
-    with (plugin_cache_dir / ".pytest-iac.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def cli_config(plugin_cache_dir: Path | None, mirrors: Sequence[Path]) -> str:

@@ -41,6 +41,7 @@ __all__ = [
     "is_module_dir",
     "is_module_file",
     "is_override",
+    "locked_providers",
     "module_files",
     "module_from_files",
     "read_closure",
@@ -297,6 +298,40 @@ def read_closure(directory: Path) -> dict[Path, Module]:
         found[current] = module = read_module(current)
         pending.extend(module.local_module_dirs)
     return found
+
+
+LOCK_FILE = ".terraform.lock.hcl"
+
+
+def locked_providers(directory: Path) -> dict[str, str] | None:
+    """The provider versions `directory`'s dependency lock file pins, by full address
+    (`registry.terraform.io/hashicorp/aws`: `5.100.0`); {} without a lock file, None when
+    it cannot be read."""
+    try:
+        text = (directory / LOCK_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError):
+        return None
+    locked: dict[str, str] = {}
+    try:
+        for block in hcl.blocks(text):
+            if block.kind != "provider" or len(block.labels) != 1:
+                return None
+            version = next(
+                (
+                    hcl.literal(i.expression)
+                    for i in hcl.items(block.body)
+                    if isinstance(i, hcl.Attribute) and i.name == "version"
+                ),
+                None,
+            )
+            if not isinstance(version, str):
+                return None
+            locked[block.labels[0]] = version
+    except hcl.HclError:
+        return None
+    return locked
 
 
 @dataclass(frozen=True)

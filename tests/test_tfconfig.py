@@ -20,10 +20,10 @@ from pytest_iac import (
     Settings,
     Terraform,
     aws,
-    drift,
     find_engine,
     hcl,
     live,
+    plugin_cache,
     redact,
     tfconfig,
     workspace,
@@ -435,8 +435,8 @@ def test_callers_take_the_safe_side_of_an_unreadable_file(
     assert "bad.tf: newline in a quoted string" in caplog.text
     # Discovery: checked (Terraform's plan will say what is wrong), not passed over.
     assert live.has_state(tmp_path / "m")
-    # Providers: the plugin cache and the AWS guards stay on; tags are merged in.
-    assert drift.needs_providers(tmp_path / "m")
+    # Providers: init takes the plugin cache alone, the AWS guards stay on; tags are merged in.
+    assert plugin_cache.may_install(tmp_path, tmp_path / "m", ["init"], {}, lambda: "linux_amd64")
     assert aws.module_uses_aws(tmp_path / "m")
     assert aws.declares_tags(tmp_path / "m")
     # Copying: the rest is copied, and a warning names the file.
@@ -633,8 +633,12 @@ def test_which_modules_use_aws(tmp_path: Path) -> None:
     uses = {d: aws.module_uses_aws(tmp_path / d) for d in ("builtin", "registry", "elsewhere")}
     assert uses == {"builtin": False, "registry": True, "elsewhere": False}
     assert aws.module_uses_aws(tmp_path / "through_a_local_module")
-    assert not drift.needs_providers(tmp_path / "builtin")
-    assert drift.needs_providers(tmp_path / "elsewhere")  # a module init downloads
+
+    def may_install(directory: str) -> str | None:
+        return plugin_cache.may_install(tmp_path, tmp_path / directory, ["init"], {}, str)
+
+    assert may_install("builtin") is None
+    assert may_install("elsewhere") == f'module "x" in {tmp_path / "elsewhere"} is not local'
 
 
 def test_the_trunk_guard_watches_a_local_module_called_with_a_comment(
