@@ -33,9 +33,10 @@ Variants, each timed in the same round (medians of interleaved rounds):
 
 Targets (issue 15), on the distinct workload: loop / plain >= 1.8; rerun / floor <= 1.2;
 xdist no slower than plain; loop / embedded >= 5. On the provider workload: plain faster
-than ploop. The cost breakdown estimates pytest-iac's own CPU per directory: the run's CPU
-(terraform's included) less that of the same terraform commands in the loop (first run) or
-the floor (re-run). Compare ratios from one run, never times across machines.
+than ploop. The CPU breakdown per directory (`breakdown()`) splits a run into pytest's
+start-up, collecting the live directories (`--collect-only`), terraform's own commands (the
+loop's, the floor's) and pytest-iac's own checks: the run's CPU less the rest. Compare ratios
+from one run, never times across machines.
 """
 
 from __future__ import annotations
@@ -332,7 +333,8 @@ def base_env(ctx: Context) -> dict[str, str]:
 
     AWS settings point at the moto server (the S3 backend and the provider both honour
     AWS_ENDPOINT_URL); the loops get a CLI config with the mirror and the plugin cache, and
-    pytest-iac the same mirror through its own setting.
+    pytest-iac the same mirror through its own setting, and the same plugin cache: warm for
+    every variant (deploy() fills it), as a user's is after the first run.
     """
     env = {
         k: v
@@ -353,7 +355,7 @@ def base_env(ctx: Context) -> dict[str, str]:
     env.update(
         CHECKPOINT_DISABLE="1",
         PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
-        PYTEST_IAC_PLUGIN_CACHE=str(ctx.work / "iac-plugin-cache"),
+        PYTEST_IAC_PLUGIN_CACHE=str(cache),
         AWS_ENDPOINT_URL=ctx.endpoint,
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
@@ -467,6 +469,14 @@ def run_workload(
     pytest += ["-q", "-m", "drift", "live"]
     passed = f"{len(dirs)} passed"
     tf_env = loop_env(ctx, binary)
+    # Start-up and collection of the live directories, no terraform run: pytest's share.
+    collect_env = {**ctx.env, "PYTEST_IAC_HOME": str(work / "homes" / "collect")}
+    collect = median(
+        [
+            timed([*pytest, "--collect-only"], tree, collect_env, work / "collect.log")[1]
+            for _ in range(3)
+        ]
+    )
     # Copied now, before any pytest run could write into the tree.
     floor_tree = work / "floor-tree"
     shutil.copytree(tree, floor_tree)
@@ -540,7 +550,7 @@ def run_workload(
     title = workload.title
     if len(dirs) < workload.dirs:
         title += f" (cut to {len(dirs)} dirs by --max-dirs: not the benchmark's figures)"
-    return {"title": title, "dirs": len(dirs), "times": times, "cpu": cpu}
+    return {"title": title, "dirs": len(dirs), "times": times, "cpu": cpu, "collect_cpu": collect}
 
 
 def startup_cpu(python: str, ctx: Context) -> float:
@@ -666,18 +676,7 @@ def report(results: dict[str, Any]) -> list[str]:
                 value = ratio(med[numerator], med[denominator])
                 judged = "info" if target is None else verdict(value, target, below=below)
                 lines.append(f"  {name:46} {value:6.2f}  {judged}")
-        # pytest-iac's own CPU per directory: the run's, less the same terraform work done by
-        # the loop (first run: init + plan) or the floor (re-run: plan), less pytest's start-up.
-        own = []
-        for variant, base in (("plain", "loop"), ("rerun", "floor")):
-            if variant in cpu and base in cpu:
-                per_dir = (cpu[variant] - cpu[base] - startup) / dirs * 1000
-                own.append(f"{variant} {per_dir:.0f} ms")
-        if own:
-            lines.append(
-                "  pytest-iac's own CPU per directory (run CPU - the same terraform commands' "
-                f"CPU - start-up {startup:.2f} s): " + ", ".join(own)
-            )
+        lines += breakdown(cpu, startup, found.get("collect_cpu"), dirs)
         lines.append("")
     for what, reason in results.get("skipped", {}).items():
         lines.append(f"  ({what} skipped: {reason})")
@@ -686,6 +685,33 @@ def report(results: dict[str, Any]) -> list[str]:
         "the moto server's is not)"
     )
     lines.append("")
+    return lines
+
+
+def breakdown(cpu: dict[str, float], startup: float, collect: float | None, dirs: int) -> list[str]:
+    """Where pytest-iac's CPU goes, per directory: pytest's start-up (once), collecting the
+    live directories, and the checks' own work (copying, keying, restoring or storing the
+    init cache entry, reading terraform's output), i.e. the run's CPU less the same terraform
+    commands' (the loop's for a first run: init + plan; the floor's for a re-run: plan) less
+    start-up and collection. Terraform's own CPU per directory is the loop's and the floor's."""
+    lines = ["  CPU per directory (ms):"]
+    if collect is not None:
+        lines.append(
+            f"    pytest start-up {startup * 1000:.0f} ms once; collecting "
+            f"{(collect - startup) / dirs * 1000:.1f} ms a directory"
+        )
+    for base, what in (("loop", "init + plan"), ("floor", "plan")):
+        if base in cpu:
+            lines.append(f"    terraform ({what}, with its shell): {cpu[base] / dirs * 1000:.0f}")
+    for variant, base in (("plain", "loop"), ("rerun", "floor"), ("embedded", None)):
+        if variant in cpu and (base is None or base in cpu):
+            fixed = collect if collect is not None else startup
+            if base is None:  # the embedded engine: terraform runs in pytest-iac's workers
+                total = (cpu[variant] - fixed) / dirs * 1000
+                lines.append(f"    {LABELS[variant]}, all but start-up and collection: {total:.0f}")
+                continue
+            own = (cpu[variant] - cpu[base] - fixed) / dirs * 1000
+            lines.append(f"    pytest-iac's own checks, {LABELS[variant]}: {own:.1f}")
     return lines
 
 
