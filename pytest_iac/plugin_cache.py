@@ -61,7 +61,7 @@ def may_install(
             return f"init {arg}"
     if changed := sorted(k for k in env if k.startswith("TF_PLUGIN_CACHE")):
         return f"{changed[0]} is set"
-    if any(module_dir.glob("*.tftest.*")) or (module_dir / "tests").is_dir():
+    if any(module_dir.glob("*.tftest.*")) or any(module_dir.glob("tests/*.tftest.*")):
         return "test files (init installs what they use)"
     used: set[str] = set()
     for directory, module in tfconfig.read_closure(module_dir).items():
