@@ -309,7 +309,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """An unwritable home stops the run here, once, if a selected test needs it."""
+    """An unwritable home stops the run here, once, if a selected test needs it. (Not in an
+    xdist worker, where a usage error crashes the run: each test that needs it errors.)"""
+    if hasattr(session.config, "workerinput"):
+        return
     if any(_uses_iac(item) for item in session.items):
         try:
             session.config.stash[RUN_KEY].prepare_home()

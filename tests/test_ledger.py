@@ -143,6 +143,11 @@ def test_unwritable_home_is_one_usage_error_only_when_needed(
         result.stderr.fnmatch_lines([message])
         assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
         assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    # Under xdist a worker cannot stop the run: the test that needs the home errors with it.
+    spread = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
+    spread.assert_outcomes(passed=1, failed=1)
+    spread.stdout.fnmatch_lines([f"E   *HomeError: {message.removeprefix('ERROR: ')}"])
+    assert "INTERNALERROR" not in spread.stdout.str() + spread.stderr.str()
     assert not home.exists()
 
 
