@@ -117,8 +117,8 @@ def _warn_undeclared(
     module_dir: Path, vars: Mapping[str, Any] | None, var_files: Sequence[Path]
 ) -> None:
     """Values for variables the module does not declare: Terraform ignores them quietly."""
-    if not tfconfig.is_module_dir(module_dir):
-        return  # the deployment says what is wrong with the path
+    if not tfconfig.is_module_dir(module_dir) or not isinstance(vars, Mapping | None):
+        return  # the deployment says what is wrong with the path, or with the vars
     names = tfconfig.undeclared_variables(module_dir, vars or {}, var_files)
     if names:
         warnings.warn(
