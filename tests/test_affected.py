@@ -258,6 +258,24 @@ def test_changes_that_are_placed(tree: Path, name: str) -> None:
     assert everything_reason([tree / name], layout(tree)) is None
 
 
+def test_settings_above_a_rootdir_below_the_work_tree(tmp_path: Path) -> None:
+    rules = Layout(rootdir=tmp_path / "infra", top=tmp_path)
+    assert everything_reason([tmp_path / "pyproject.toml"], rules) == (
+        "pyproject.toml changed (pytest's settings or the tests' Python environment)"
+    )
+    assert everything_reason([tmp_path / "app" / "pyproject.toml"], rules) is None
+    assert everything_reason([tmp_path.parent / "pyproject.toml"], rules) is None  # outside
+
+
+def test_summary_without_selectable_items(tree: Path) -> None:
+    selection = select({"plan-only test": None}, [tree / "README.md"], layout(tree))
+    assert selection.kept == {}
+    assert selection.deselected == []
+    assert summary(selection, 2, "main (merge base 1a2b3c4)") == (
+        "no sandbox tests or live dirs to select; 2 files changed since main (merge base 1a2b3c4)"
+    )
+
+
 # Paths read from test code
 
 CONSTANT = "../constant"
