@@ -1,5 +1,6 @@
 """GitPython, for what pytest-iac asks of the repository: the commit a drift run checked, the
-trunk guard, and a module as it was at a ref (upgrade tests). No pytest import here."""
+trunk guard, a module as it was at a ref (upgrade tests) and the files changed since a ref
+(--iac-changed-since). No pytest import here."""
 
 from __future__ import annotations
 
@@ -311,13 +312,16 @@ def changed_since(ref: str, start: Path) -> Changes:
 
     option = f"--iac-changed-since {ref}"
     repo = _repo(start)
-    if repo is None or repo.working_tree_dir is None:
+    tree = repo.working_tree_dir if repo is not None else None
+    if repo is None or tree is None:
+        if repo is not None:  # a bare repository
+            repo.close()
         raise ChangesError(
             f"{option}: {start} is not inside a git work tree, so what changed cannot be "
             "known. Run from a clone of the repository, or drop the option to run every test."
         )
     with repo:
-        root = Path(repo.working_tree_dir).resolve()
+        root = Path(tree).resolve()
         shallow = Path(repo.git_dir, "shallow").is_file()
         try:
             head = repo.head.commit

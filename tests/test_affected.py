@@ -58,15 +58,13 @@ def names(root: Path, files: tuple[Path, ...]) -> list[str]:
 
 
 def test_changes_since_the_merge_base_in_the_work_tree(tmp_path: Path) -> None:
-    repo = new_repo(
-        tmp_path,
-        {".gitignore": "*.log\n", "a.tf": "", "b.tf": "", "c.tf": "", "d.tf": "", "e.tf": ""},
-    )
-    base = repo.head.commit.hexsha
-    diverge(repo, {"a.tf": "# committed on the branch"}, {"b.tf": "# on main"})
-    write(tmp_path, {"c.tf": "# staged", "d.tf": "# not staged", "new.tf": "", "x.log": ""})
-    repo.index.add(["c.tf"])
-    repo.git.mv("e.tf", "renamed.tf")  # both paths count
+    files = {".gitignore": "*.log\n", "a.tf": "", "b.tf": "", "c.tf": "", "d.tf": "", "e.tf": ""}
+    with new_repo(tmp_path, files) as repo:
+        base = repo.head.commit.hexsha
+        diverge(repo, {"a.tf": "# committed on the branch"}, {"b.tf": "# on main"})
+        write(tmp_path, {"c.tf": "# staged", "d.tf": "# not staged", "new.tf": "", "x.log": ""})
+        repo.index.add(["c.tf"])
+        repo.git.mv("e.tf", "renamed.tf")  # both paths count
     (tmp_path / "a.tf").unlink()  # deleted after its commit: still changed
 
     changes = changed_since("main", tmp_path)
@@ -77,11 +75,11 @@ def test_changes_since_the_merge_base_in_the_work_tree(tmp_path: Path) -> None:
 
 
 def test_detached_head_is_its_commit(tmp_path: Path) -> None:
-    repo = new_repo(tmp_path, {"a.tf": ""})
-    first = repo.head.commit.hexsha
-    write(tmp_path, {"b.tf": ""})
-    commit(repo, "second")
-    repo.git.checkout("-q", "--detach", "HEAD")
+    with new_repo(tmp_path, {"a.tf": ""}) as repo:
+        first = repo.head.commit.hexsha
+        write(tmp_path, {"b.tf": ""})
+        commit(repo, "second")
+        repo.git.checkout("-q", "--detach", "HEAD")
 
     changes = changed_since("HEAD~1", tmp_path)
 
@@ -90,7 +88,7 @@ def test_detached_head_is_its_commit(tmp_path: Path) -> None:
 
 
 def test_unknown_ref(tmp_path: Path) -> None:
-    new_repo(tmp_path, {"a.tf": ""})
+    new_repo(tmp_path, {"a.tf": ""}).close()
     with pytest.raises(ChangesError) as error:
         changed_since("origin/nope", tmp_path)
     assert str(error.value) == (
@@ -105,15 +103,15 @@ def test_not_a_repository(tmp_path: Path) -> None:
 
 
 def test_repository_without_commits(tmp_path: Path) -> None:
-    git.Repo.init(tmp_path)
+    git.Repo.init(tmp_path).close()
     with pytest.raises(ChangesError, match="has no commits yet"):
         changed_since("main", tmp_path)
 
 
 def test_shallow_clone_without_the_merge_base_says_to_fetch(tmp_path: Path) -> None:
     origin = tmp_path / "origin"
-    repo = new_repo(origin, {"a.tf": ""})
-    diverge(repo, {"b.tf": ""}, {"c.tf": ""})
+    with new_repo(origin, {"a.tf": ""}) as repo:
+        diverge(repo, {"b.tf": ""}, {"c.tf": ""})
     clone = tmp_path / "clone"
     # What a CI checkout does: the branch's last commit only (all branches, one deep).
     git.Repo.clone_from(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import git
@@ -36,13 +37,14 @@ terraform {
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester) -> git.Repo:
+def project(pytester: pytest.Pytester) -> Iterator[git.Repo]:
     """modules/{naming,network,app} from the examples (app calls naming and network), live/
     dev (calls naming) and live/other: committed on main."""
     for name in ("naming", "network", "app"):
         shutil.copytree(EXAMPLES / "modules" / name, pytester.path / "modules" / name)
     files = {"pytest.ini": "[pytest]\n", ".gitignore": "__pycache__/\n*.tfstate\n", **LIVE}
-    return new_repo(pytester.path, files)
+    with new_repo(pytester.path, files) as repo:  # closed: its git processes end with the test
+        yield repo
 
 
 def run(pytester: pytest.Pytester, *args: str, since: str = "main") -> pytest.RunResult:
@@ -227,10 +229,10 @@ def test_a_shallow_clone_without_the_ref_says_to_fetch(
     pytester: pytest.Pytester, tmp_path: Path, iac_home: Path
 ) -> None:
     origin = tmp_path / "origin"
-    repo = new_repo(origin, {"pytest.ini": "[pytest]\n", **LIVE})
-    repo.git.checkout("-q", "-b", "feature")
-    write(origin, {"live/dev/extra.tf": ""})
-    commit(repo, "on the branch")
+    with new_repo(origin, {"pytest.ini": "[pytest]\n", **LIVE}) as repo:
+        repo.git.checkout("-q", "-b", "feature")
+        write(origin, {"live/dev/extra.tf": ""})
+        commit(repo, "on the branch")
     # A CI checkout of the branch: one commit deep, no other branch.
     git.Repo.clone_from(f"file://{origin}", pytester.path / "clone", depth=1).close()
 
