@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 # How much of terraform's output an error message quotes: its diagnostics sit at the end.
 _QUOTED_LINES = 30
+_UNSET_VARIABLE = re.compile(r'input variable "([^"]+)" is not set')
 
 
 class IacError(Exception):
@@ -53,6 +55,9 @@ class TerraformError(IacError):
         if diagnostic:
             lines.append("")
             lines.extend(diagnostic)
+        advice = _pytest_iac_way(self.output)
+        if advice:
+            lines.extend(["", advice])
         if self.hint:
             lines.extend(["", self.hint])
         return "\n".join(lines)
@@ -68,6 +73,18 @@ class ProviderUnavailableError(TerraformError):
 
 class DestroyError(TerraformError):
     """A destroy failed: the state and working directory are kept for a manual clean-up."""
+
+
+def _pytest_iac_way(output: str) -> str | None:
+    """Terraform advises `-var` / `-var-file`, which a test cannot pass: say what it can."""
+    if "-var-file" not in output:
+        return None
+    names = sorted(set(_UNSET_VARIABLE.findall(output))) or ["name"]
+    example = ", ".join(f'"{name}": ...' for name in names)
+    return (
+        f"pytest-iac: give variables as `vars={{{example}}}` (or `var_files=[...]`)\n"
+        "to iac_deploy, iac_plan, pytest_iac.deployment() or @pytest.mark.drift."
+    )
 
 
 def _diagnostic(output: str) -> list[str]:

@@ -7,6 +7,8 @@ before the apply starts, so a failed or half-finished apply is destroyed too.
 
 from __future__ import annotations
 
+import difflib
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -31,6 +33,10 @@ DEPLOYS = "_pytest_iac_deploys"
 # On a `deployment()` fixture: (scope, path, var files), what --iac-changed-since watches.
 DEPLOYMENT = "_pytest_iac_deployment"
 
+# The keyword arguments of the deploy functions, iac_plan and deployment(): a typo names these.
+PLAN_OPTIONS = ("vars", "var_files", "env", "backend_config")
+DEPLOY_OPTIONS = (*PLAN_OPTIONS, "from_ref")
+
 
 class Deploy(Protocol):
     def __call__(
@@ -43,6 +49,32 @@ class Deploy(Protocol):
         backend_config: Mapping[str, Any] | None = None,
         from_ref: str | None = None,
     ) -> Stack: ...
+
+
+class _Named:
+    """A fixture's function with a repr that says what it is (not `<function ...locals...>`)."""
+
+    def __init__(self, function: Callable[..., Any], description: str) -> None:
+        self._function = function
+        self._description = description
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        return self._function(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{self._description}>"
+
+
+def unexpected_keyword(
+    called: str, given: Mapping[str, Any], options: Sequence[str] = DEPLOY_OPTIONS
+) -> TypeError:
+    """The TypeError Python would raise, naming the keyword meant: `var=` -> `vars=`."""
+    name = next(iter(given))
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    known = ", ".join(f"`{o}=`" for o in options)
+    hint = f": did you mean `{close[0]}=`?" if close else f"; it takes {known}"
+    return TypeError(f"{called}() got an unexpected keyword argument {name!r}{hint}")
 
 
 def deploys(item: pytest.Item) -> bool:
@@ -74,6 +106,7 @@ def _test_failed(request: pytest.FixtureRequest, failures_before: int) -> bool:
 
 
 def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
+    name = request.fixturename or "deploy"
     run = iac_run(request)
     base = _base_dir(request)
     failures_before = request.session.testsfailed
@@ -87,16 +120,20 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
         env: Mapping[str, str] | None = None,
         backend_config: Mapping[str, Any] | None = None,
         from_ref: str | None = None,
+        **unknown: Any,
     ) -> Stack:
         __tracebackhide__ = True
+        if unknown:
+            raise unexpected_keyword(name, unknown)
+        source = (base / path).resolve()  # shown in messages: no `x/../`
         if from_ref is None:  # the module at a ref may declare other variables
-            _warn_undeclared(base / path, vars, [base / f for f in var_files])
+            _warn_undeclared(source, vars, [(base / f).resolve() for f in var_files])
         try:
             stack = run.sandbox.stack(
-                base / path,
+                source,
                 run.name(request.node.name, request.node.nodeid),
                 vars=vars,
-                var_files=[base / f for f in var_files],
+                var_files=[(base / f).resolve() for f in var_files],
                 env=env,
                 backend_config=backend_config,
                 test_id=request.node.nodeid,
@@ -105,10 +142,13 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
             stacks.append(stack)  # registered for teardown before the apply starts
             return stack.apply()
         except IacError as error:
+            if request.scope != "function":  # pytest shows it for every test of the scope
+                setattr(error, _FAILED_DEPLOYMENT, str(source))
             # The user's line and terraform's diagnostic; no trace through our internals.
             raise error.with_traceback(None) from None
 
-    yield deploy
+    scope = "test" if request.scope == "function" else request.scope
+    yield _Named(deploy, f"{name}: deploys a module, destroyed when the {scope} ends")
 
     _teardown(request, run, stacks, failures_before)
 
@@ -126,7 +166,7 @@ def _warn_undeclared(
                 f"{module_dir} declares no variable {', '.join(names)}: the value given is "
                 "ignored (a typo, or a variable the module no longer has?)"
             ),
-            stacklevel=3,  # the test's call
+            stacklevel=4,  # the test's call (through the fixture's `_Named` function)
         )
 
 
@@ -220,6 +260,7 @@ def deployment(
     env: Mapping[str, str] | None = None,
     backend_config: Mapping[str, Any] | None = None,
     from_ref: str | None = None,
+    **unknown: Any,
 ) -> Any:
     """A fixture that deploys `path` once for `scope`, shared by the tests that use it.
 
@@ -231,6 +272,9 @@ def deployment(
     The fixture is named by the variable it is assigned to. A relative path resolves against
     the directory of the test module using it (the rootdir for scope="session").
     """
+    __tracebackhide__ = True
+    if unknown:
+        raise unexpected_keyword("deployment", unknown)
     if scope not in ("class", "module", "package", "session"):
         raise ValueError(f"scope must be class, module, package or session, not {scope!r}")
 
@@ -248,7 +292,11 @@ def deployment(
             )
         except IacError as error:
             _finish(deployments)
-            pytest.fail(str(error), pytrace=False)
+            # Shown once; the other tests of the scope refer to it (see repeated_failure).
+            failure = pytest.fail.Exception(str(error), pytrace=False)
+            what = getattr(error, _FAILED_DEPLOYMENT, path)
+            setattr(failure, _FAILED_DEPLOYMENT, f"`{request.fixturename}` ({what})")
+            raise failure from None
         except BaseException as error:  # an interrupt or a timeout during the apply
             if isinstance(error, KeyboardInterrupt):
                 iac_run(request).interrupts += 1
@@ -260,6 +308,50 @@ def deployment(
     setattr(fixture, DEPLOYS, True)
     setattr(fixture, DEPLOYMENT, (scope, Path(path), tuple(Path(f) for f in var_files)))
     return pytest.fixture(scope=scope)(fixture)  # type: ignore[call-overload]
+
+
+_FAILED_DEPLOYMENT = "_pytest_iac_failed_deployment"  # set on the error of a failed deploy
+_SHOWN = "_pytest_iac_shown"
+
+
+def repeated_failure(error: BaseException) -> str | None:
+    """The line that replaces a failed deployment's error when pytest shows it again.
+
+    pytest re-raises a shared fixture's error in every test of its scope; its diagnostic
+    (terraform's, up to 30 lines) is worth reading once.
+    """
+    deployment = getattr(error, _FAILED_DEPLOYMENT, None)
+    if deployment is None:
+        return None
+    if not getattr(error, _SHOWN, False):
+        setattr(error, _SHOWN, True)
+        return None
+    return f"setup of deployment {deployment} failed (see the first error)"
+
+
+_SCOPE_MISMATCH = re.compile(
+    r"ScopeMismatch: You tried to access the function scoped fixture (iac_deploy|iac_name|"
+    r"iac_plan) with a (\w+) scoped request object"
+)
+
+
+def scope_advice(message: str) -> str | None:
+    """What to use instead, when a shared fixture asked for a function-scoped one of ours."""
+    found = _SCOPE_MISMATCH.search(message)
+    if found is None:
+        return None
+    fixture, scope = found.groups()
+    if fixture != "iac_deploy":
+        return (
+            f"pytest-iac: {fixture} is made for one test; a {scope}-scoped fixture cannot use "
+            "it (deploy with iac_module_deploy or iac_session_deploy)."
+        )
+    instead = "iac_session_deploy" if scope in ("session", "package") else "iac_module_deploy"
+    return (
+        f"pytest-iac: iac_deploy destroys after each test. In a {scope}-scoped fixture, deploy "
+        f"with\n{instead} (destroyed when the {scope} ends), or use "
+        f'pytest_iac.deployment(path, scope="{scope}").'
+    )
 
 
 def _finish(generator: Iterator[Any]) -> None:
@@ -288,19 +380,22 @@ def iac_plan(request: pytest.FixtureRequest) -> Callable[..., Plan]:
         var_files: Sequence[str | Path] = (),
         env: Mapping[str, str] | None = None,
         backend_config: Mapping[str, Any] | None = None,
+        **unknown: Any,
     ) -> Plan:
         __tracebackhide__ = True
-        _warn_undeclared(base / path, vars, [base / f for f in var_files])
+        if unknown:
+            raise unexpected_keyword("iac_plan", unknown, PLAN_OPTIONS)
+        _warn_undeclared((base / path).resolve(), vars, [(base / f).resolve() for f in var_files])
         try:
             return run.sandbox.plan(
-                base / path,
+                (base / path).resolve(),
                 run.name(request.node.name, request.node.nodeid),
                 vars=vars,
-                var_files=[base / f for f in var_files],
+                var_files=[(base / f).resolve() for f in var_files],
                 env=env,
                 backend_config=backend_config,
             )
         except IacError as error:
             raise error.with_traceback(None) from None
 
-    return plan
+    return _Named(plan, "iac_plan: plans a module against empty state, deploys nothing")

@@ -161,6 +161,8 @@ class Ledger:
     def hook(self, event: Event, stack: Stack) -> None:
         if event == "before-apply" and stack.workdir not in self._records:
             self.add(stack)
+        elif event == "not-applied":
+            self.discard(stack)
         elif event == "destroyed":
             self.remove(stack)
 
@@ -207,6 +209,13 @@ class Ledger:
         if marker is not None:
             marker.close()  # releases the lock
         self._restore()
+
+    def discard(self, stack: Stack) -> None:
+        """Forget `stack` uncounted: its apply stopped before it deployed anything."""
+        path = self._records.pop(stack.workdir, None)
+        if path is not None:
+            remove_durably(path)
+            self.made -= 1
 
     def mark_kept(self, stack: Stack, why: str) -> None:
         """Note in the record that `stack` is kept on purpose (it stays in the ledger)."""

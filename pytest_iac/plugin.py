@@ -30,6 +30,8 @@ from pytest_iac.fixtures import (
     iac_name,
     iac_plan,
     iac_session_deploy,
+    repeated_failure,
+    scope_advice,
 )
 from pytest_iac.ledger import Tally
 from pytest_iac.plan import explain
@@ -333,6 +335,15 @@ def pytest_runtest_makereport(
     # Kept per phase so teardown can tell a failed test from a passed one (on-success).
     report = yield
     item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+    if report.when == "setup" and report.failed and call.excinfo is not None:
+        # A shared deployment's failure is shown once; a scope mismatch names our fixture.
+        error = call.excinfo.value
+        repeated = repeated_failure(error)
+        advice = scope_advice(str(error)) if isinstance(error, pytest.fail.Exception) else None
+        if repeated is not None:
+            report.longrepr = repeated
+        elif advice is not None:
+            report.longrepr = f"{error}\n\n{advice}"
     return report
 
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pytest_iac import redact
 from pytest_iac.engine import Result, Terraform
-from pytest_iac.errors import DestroyError, IacError, TerraformError
+from pytest_iac.errors import DestroyError, IacError, TerraformError, TerraformTimeoutError
 from pytest_iac.init_cache import InitCache
 from pytest_iac.plan import Plan
 from pytest_iac.tfconfig import is_module_dir
@@ -38,9 +38,10 @@ log = logging.getLogger("pytest_iac")
 
 _VAR_FILE = "pytest-iac.tfvars.json"
 
-# What a sandbox tells its hooks: before the first apply (and every re-apply), before a
-# destroy, and after a successful destroy. A hook that raises stops the action.
-Event = Literal["before-apply", "before-destroy", "destroyed"]
+# What a sandbox tells its hooks: before the first apply (and every re-apply), when a first
+# apply failed having deployed nothing, before a destroy, and after a successful destroy.
+# A hook that raises stops the action.
+Event = Literal["before-apply", "not-applied", "before-destroy", "destroyed"]
 Hook = Callable[[Event, "Stack"], None]
 _BACKEND_FILE = "pytest-iac.tfbackend"
 
@@ -201,8 +202,17 @@ class Stack:
         if not self._applied:
             self._refuse_a_state_in_use()
         self._notify("before-apply")  # a hook may add to the variables (the AWS tags)
-        self._applied = True
-        self._run(["apply", "-auto-approve", *self._var_args()])
+        first, self._applied = not self._applied, True
+        try:
+            self._run(["apply", "-auto-approve", *self._var_args()])
+        except TerraformTimeoutError:
+            raise  # stopped from outside: what it made may not be in the state yet
+        except TerraformError:
+            if first and self._state_is_empty():
+                # Terraform stopped before it made anything (a missing variable, say).
+                self._applied = False
+                self._notify("not-applied")
+            raise
         self._outputs = None
         return self
 
