@@ -319,8 +319,8 @@ class AwsSandbox:
         return account
 
     def hook(self, event: Event, stack: Stack) -> None:
-        """The `Sandbox` hook: guard every apply and destroy of an AWS stack; tag it."""
-        if event not in ("before-apply", "before-destroy") or not uses_aws(stack):
+        """The `Sandbox` hook: guard every plan, apply and destroy of an AWS stack; tag it."""
+        if event not in ("before-plan", "before-apply", "before-destroy") or not uses_aws(stack):
             return
         self.start()
         account = self.check_account()
@@ -399,7 +399,9 @@ class AwsSandbox:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             return [Leak(f"(the sweep for leaks could not finish: {error})", {})]
         return [
-            Leak(arn, tags) for arn, tags in sorted(found.items()) if tags.get(TEST_TAG) not in kept
+            Leak(arn, tags)
+            for arn, tags in sorted(found.items())
+            if tags.get(TEST_TAG) not in kept and not _scheduled_for_deletion(session, arn)
         ]
 
 
@@ -471,6 +473,28 @@ def _bucket_tags(s3: Any, bucket: str) -> dict[str, str]:
     except botocore.exceptions.ClientError:
         return {}  # no tags, or a bucket of another region or owner: not ours
     return {t["Key"]: t["Value"] for t in tag_set}
+
+
+def _scheduled_for_deletion(session: Any, arn: str) -> bool:
+    """Whether a destroy left `arn` waiting out a deletion window (still tagged, yet gone).
+
+    A KMS key is deleted 7-30 days after its destroy, a Secrets Manager secret after its
+    recovery window; both keep their tags meanwhile, and neither is a leak.
+    """
+    import botocore.exceptions
+
+    service, region = [*arn.split(":"), "", "", "", ""][2:4]
+    try:
+        if service == "kms":
+            kms = session.client("kms", region_name=region or None)
+            state = kms.describe_key(KeyId=arn)["KeyMetadata"]["KeyState"]
+            return state in ("PendingDeletion", "PendingReplicaDeletion")
+        if service == "secretsmanager":
+            secrets = session.client("secretsmanager", region_name=region or None)
+            return "DeletedDate" in secrets.describe_secret(SecretId=arn)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+        return False  # cannot tell: reported, as a leak should be
+    return False
 
 
 def _endpoint() -> str | None:

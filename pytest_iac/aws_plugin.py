@@ -121,7 +121,7 @@ def _needs_aws(item: pytest.Item) -> bool:
     names = getattr(item, "fixturenames", ())
     if "aws_sandbox" in names:
         return True
-    if item.get_closest_marker("sandbox") is None:
+    if item.get_closest_marker("sandbox") is None and "iac_plan" not in names:
         return False
     return module_uses_aws(Path(item.path).parent)
 
@@ -132,7 +132,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if not _needs_aws(item):
         return
     config = item.config
-    if deploys(item):
+    if deploys(item) or "iac_plan" in getattr(item, "fixturenames", ()):
         mirrors = config.stash[RUN_KEY].settings.provider_mirrors
         why = _provider_check(config, tuple(mirrors))
         if why:

@@ -35,7 +35,7 @@ DEPLOYMENT = "_pytest_iac_deployment"
 
 # The keyword arguments of the deploy functions, iac_plan and deployment(): a typo names these.
 PLAN_OPTIONS = ("vars", "var_files", "env", "backend_config")
-DEPLOY_OPTIONS = (*PLAN_OPTIONS, "from_ref")
+DEPLOY_OPTIONS = (*PLAN_OPTIONS, "from_ref", "init_upgrade", "parallelism")
 
 
 class Deploy(Protocol):
@@ -48,6 +48,8 @@ class Deploy(Protocol):
         env: Mapping[str, str] | None = None,
         backend_config: Mapping[str, Any] | None = None,
         from_ref: str | None = None,
+        init_upgrade: bool = False,
+        parallelism: int | None = None,
     ) -> Stack: ...
 
 
@@ -120,6 +122,8 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
         env: Mapping[str, str] | None = None,
         backend_config: Mapping[str, Any] | None = None,
         from_ref: str | None = None,
+        init_upgrade: bool = False,
+        parallelism: int | None = None,
         **unknown: Any,
     ) -> Stack:
         __tracebackhide__ = True
@@ -138,6 +142,8 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
                 backend_config=backend_config,
                 test_id=request.node.nodeid,
                 from_ref=from_ref,
+                init_upgrade=init_upgrade,
+                parallelism=parallelism,
             )
             stacks.append(stack)  # registered for teardown before the apply starts
             return stack.apply()
@@ -260,6 +266,8 @@ def deployment(
     env: Mapping[str, str] | None = None,
     backend_config: Mapping[str, Any] | None = None,
     from_ref: str | None = None,
+    init_upgrade: bool = False,
+    parallelism: int | None = None,
     **unknown: Any,
 ) -> Any:
     """A fixture that deploys `path` once for `scope`, shared by the tests that use it.
@@ -289,6 +297,8 @@ def deployment(
                 env=env,
                 backend_config=backend_config,
                 from_ref=from_ref,
+                init_upgrade=init_upgrade,
+                parallelism=parallelism,
             )
         except IacError as error:
             _finish(deployments)

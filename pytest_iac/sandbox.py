@@ -31,17 +31,18 @@ from pytest_iac.engine import Result, Terraform
 from pytest_iac.errors import DestroyError, IacError, TerraformError, TerraformTimeoutError
 from pytest_iac.init_cache import InitCache
 from pytest_iac.plan import Plan
-from pytest_iac.tfconfig import is_module_dir
+from pytest_iac.tfconfig import is_module_dir, read_module
 from pytest_iac.workspace import copy_module, write_private
 
 log = logging.getLogger("pytest_iac")
 
 _VAR_FILE = "pytest-iac.tfvars.json"
 
-# What a sandbox tells its hooks: before the first apply (and every re-apply), when a first
-# apply failed having deployed nothing, before a destroy, and after a successful destroy.
+# What a sandbox tells its hooks: before a plan, before the first apply (and every re-apply),
+# when a first apply failed having deployed nothing, before a destroy, and after a successful
+# destroy.
 # A hook that raises stops the action.
-Event = Literal["before-apply", "not-applied", "before-destroy", "destroyed"]
+Event = Literal["before-plan", "before-apply", "not-applied", "before-destroy", "destroyed"]
 Hook = Callable[[Event, "Stack"], None]
 _BACKEND_FILE = "pytest-iac.tfbackend"
 
@@ -123,7 +124,15 @@ class Stack:
         hooks: Sequence[Hook] = (),
         test_id: str = "",
         init_cache: InitCache | None = None,
+        init_upgrade: bool = False,
+        parallelism: int | None = None,
     ) -> None:
+        if parallelism is not None and (
+            isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1
+        ):
+            raise IacError(f"parallelism must be a whole number of 1 or more, not {parallelism!r}")
+        self.init_upgrade = bool(init_upgrade)  # init -upgrade: the newest providers allowed
+        self.parallelism = parallelism  # apply and destroy -parallelism=N
         self.terraform = terraform
         self.init_cache = init_cache
         self.hooks = list(hooks)
@@ -162,7 +171,9 @@ class Stack:
             if raw is None:
                 printed = self._run(["output", "-json"], quiet=True).json()
                 raw = printed if isinstance(printed, dict) else {}
-            self._outputs = Outputs(raw)
+            # Terraform leaves an output whose value is null out of the state: it is None here.
+            nulls = {name: {"value": None} for name in read_module(self.module_dir).outputs}
+            self._outputs = Outputs({**nulls, **raw})
             redact.remember([self._outputs[name] for name in self._outputs.sensitive])
         return self._outputs
 
@@ -183,9 +194,19 @@ class Stack:
 
     @property
     def resources(self) -> list[str]:
-        """Addresses of every resource in the state, child modules included."""
+        """Addresses of the managed resources in the state, child modules included."""
+        return self._addresses("managed")
+
+    @property
+    def data_sources(self) -> list[str]:
+        """Addresses of the data sources in the state (`data.aws_caller_identity.this`...)."""
+        return self._addresses("data")
+
+    def _addresses(self, mode: str) -> list[str]:
         values = self.state().get("values") or {}
-        return sorted(_addresses(values.get("root_module") or {}))
+        return sorted(
+            r["address"] for r in _resources(values.get("root_module") or {}) if r["mode"] == mode
+        )
 
     def state(self) -> dict[str, Any]:
         """The state as `terraform show -json` gives it."""
@@ -204,7 +225,7 @@ class Stack:
         self._notify("before-apply")  # a hook may add to the variables (the AWS tags)
         first, self._applied = not self._applied, True
         try:
-            self._run(["apply", "-auto-approve", *self._var_args()])
+            self._run(["apply", "-auto-approve", *self._walk_args(), *self._var_args()])
         except TerraformTimeoutError:
             raise  # stopped from outside: what it made may not be in the state yet
         except TerraformError:
@@ -219,6 +240,7 @@ class Stack:
     def plan(self, vars: Mapping[str, Any] | None = None) -> Plan:
         """What an apply would change now, e.g. `assert stack.plan().is_empty` (idempotency)."""
         self._init()
+        self._notify("before-plan")
         plan_file = self.workdir / "plan.tfplan"
         self._run(
             ["plan", f"-out={plan_file}", *self._var_args({**self.vars, **(vars or {})})],
@@ -235,7 +257,7 @@ class Stack:
         if self._applied:
             self._notify("before-destroy")
             try:
-                self._run(["destroy", "-auto-approve", *self._var_args()])
+                self._run(["destroy", "-auto-approve", *self._walk_args(), *self._var_args()])
             except TerraformError as error:
                 if self._state_is_empty():
                     # e.g. the apply stopped at a bad variable, which the destroy meets too
@@ -287,7 +309,7 @@ class Stack:
     def _init(self) -> None:
         if self._initialised:
             return
-        args = ["init"]
+        args = ["init", *(["-upgrade"] if self.init_upgrade else [])]
         if self.backend_config:
             backend_file = self.workdir / _BACKEND_FILE
             write_private(backend_file, _hcl_assignments(self.backend_config))
@@ -346,6 +368,9 @@ class Stack:
                 "the deployment then has local state of its own"
             )
 
+    def _walk_args(self) -> list[str]:
+        return [f"-parallelism={self.parallelism}"] if self.parallelism is not None else []
+
     @property
     def var_file_paths(self) -> list[Path]:
         """The var files every command gets: the test's own, then ours with `vars`."""
@@ -397,6 +422,8 @@ class Sandbox:
         backend_config: Mapping[str, Any] | None = None,
         test_id: str = "",
         from_ref: str | None = None,
+        init_upgrade: bool = False,
+        parallelism: int | None = None,
     ) -> Stack:
         """A deployment of `source`, ready to apply: nothing runs yet.
 
@@ -423,6 +450,8 @@ class Sandbox:
                 hooks=self.hooks,
                 test_id=test_id,
                 init_cache=self.init_cache,
+                init_upgrade=init_upgrade,
+                parallelism=parallelism,
             )
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -456,11 +485,10 @@ def check_module(source: Path) -> None:
         raise IacError(f"module path {source} has no .tf files: is it a Terraform module?")
 
 
-def _addresses(module: Mapping[str, Any]) -> Iterator[str]:
-    for resource in module.get("resources") or ():
-        yield resource["address"]
+def _resources(module: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    yield from module.get("resources") or ()
     for child in module.get("child_modules") or ():
-        yield from _addresses(child)
+        yield from _resources(child)
 
 
 def _unique_dir(root: Path, name: str) -> Path:

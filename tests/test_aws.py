@@ -386,4 +386,59 @@ def test_cleanup_runs_the_account_guard_of_the_deployment(
     result = pytester.runpytest("--iac-cleanup")
     result.stdout.fnmatch_lines(["*1 destroyed, 0 failed, 0 skipped; 0 left in the ledger"])
     assert s3.list_buckets()["Buckets"] == []  # type: ignore[attr-defined]
+
+
+KMS_AND_SECRET = """
+terraform {
+  required_providers {
+    aws = { source = "hashicorp/aws", version = "~> 5.0" }
+  }
+}
+variable "name" { type = string }
+variable "tags" {
+  type    = map(string)
+  default = {}
+}
+data "aws_caller_identity" "me" {}
+resource "aws_kms_key" "key" {
+  deletion_window_in_days = 7
+  tags                    = var.tags
+}
+resource "aws_secretsmanager_secret" "secret" {
+  name                    = var.name
+  recovery_window_in_days = 7
+  tags                    = var.tags
+}
+output "account" { value = data.aws_caller_identity.me.account_id }
+"""
+
+PLAN_THEN_DEPLOY = """
+def test_plan_only(iac_plan, iac_name):  # first: nothing else has started moto
+    plan = iac_plan(".", vars={"name": iac_name})
+    assert plan.creates == ["aws_kms_key.key", "aws_secretsmanager_secret.secret"]
+
+
+def test_deploy(iac_deploy, iac_name):
+    stack = iac_deploy(".", vars={"name": iac_name})
+    assert stack.resources == ["aws_kms_key.key", "aws_secretsmanager_secret.secret"]
+    assert stack.data_sources == ["data.aws_caller_identity.me"]
+"""
+
+
+def test_plan_only_tests_start_moto_and_scheduled_deletions_are_no_leak(
+    pytester: pytest.Pytester, iac_home: Path, aws_provider_mirror: Path, clean_aws_env: object
+) -> None:
+    pytester.path.joinpath("main.tf").write_text(KMS_AND_SECRET)
+    pytester.makepyfile(test_kms=PLAN_THEN_DEPLOY)
+    _ini(pytester, aws_provider_mirror)
+
+    result = pytester.runpytest("--iac-aws-sandbox=moto", "-p", "no:randomly")
+
+    result.assert_outcomes(passed=2)
+    # The destroy left the key and the secret waiting out their deletion windows, still
+    # tagged: not leaks.
+    result.stdout.fnmatch_lines(
+        ["deployments: 1 made, 1 destroyed, 0 kept, 0 failed to destroy, 0 leaked"]
+    )
+    assert result.ret == pytest.ExitCode.OK
     assert leftovers(iac_home) == []
