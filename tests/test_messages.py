@@ -133,7 +133,8 @@ def test_a_failed_shared_deployment_is_shown_once(
     result.assert_outcomes(errors=5)
     output = result.stdout.str()
     # the diagnostic once per deployment, never chained to itself
-    assert output.count("Error: local-exec provisioner error") == 2, output
+    shown = [line.lstrip("E ") for line in result.outlines]  # not the captured logs
+    assert shown.count("Error: local-exec provisioner error") == 2, output
     assert "During handling of the above exception" not in output
     module = pytester.path / "mod"
     result.stdout.fnmatch_lines(
