@@ -34,6 +34,7 @@ from pytest_iac.errors import (
     TerraformTimeoutError,
 )
 from pytest_iac.lines import Lines
+from pytest_iac.progress import Progress, Task
 from pytest_iac.redact import redact
 
 log = logging.getLogger("pytest_iac")
@@ -191,6 +192,7 @@ class Terraform:
             settings.plugin_cache_dir.mkdir(parents=True, exist_ok=True)
         self._version: str | None = None
         self._platform: str | None = None
+        self.progress: Progress | None = None  # running commands, for the progress display
         if engine.embedded:
             # The commands of deployments run with this environment: a worker for it loads
             # the library while pytest collects.
@@ -308,10 +310,14 @@ class Terraform:
         prefix = f"[{label}] " if label else ""
         if not quiet:
             log.info("%s$ terraform %s", prefix, " ".join(args))
-        with self._cache_lock(args, cwd, env):
+        with (
+            self._cache_lock(args, cwd, env),
+            self._watched(args, module, label) as task,
+        ):
+            sink = _sink(_line_logger(None if quiet else prefix), task)
             started = time.monotonic()
             if self.engine.embedded:
-                ran = self._run_in_worker(args, cwd, env, module, prefix, quiet, started)
+                ran = self._run_in_worker(args, cwd, env, module, sink, started)
                 if ran is not None:
                     return ran
             # A session of its own: a Ctrl-C at the terminal reaches pytest, which then stops
@@ -326,7 +332,7 @@ class Terraform:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )
-            output = _Output(process, _line_logger(None if quiet else prefix))
+            output = _Output(process, sink)
             try:
                 watchdog.watch(process)
                 # Wait for the end of the output, then the exit: `Popen.wait(timeout)` polls
@@ -358,6 +364,14 @@ class Terraform:
             self.settings.plugin_cache_dir, cwd, args, env, lambda: self.platform
         )
 
+    def _watched(
+        self, args: list[str], module: str | None, label: str
+    ) -> contextlib.AbstractContextManager[Task | None]:
+        """The command as a `Progress` task, shown once it runs long (pooled drift plans too)."""
+        if self.progress is None:
+            return contextlib.nullcontext()
+        return self.progress.task(args, module, label)
+
     def _timed_out(
         self, args: list[str], cwd: Path, output: str, module: str | None
     ) -> TerraformTimeoutError:
@@ -376,8 +390,7 @@ class Terraform:
         cwd: Path,
         env: dict[str, str],
         module: str | None,
-        prefix: str,
-        quiet: bool,
+        sink: Callable[[str], None] | None,
         started: float,
     ) -> Result | None:
         """The embedded engine's fast path: a worker process with the library loaded.
@@ -392,7 +405,7 @@ class Terraform:
                 env=env,
                 deadline=started + self.settings.timeout,
                 grace=_STOP_GRACE,
-                sink=_line_logger(None if quiet else prefix),
+                sink=sink,
             )
         except embedded.WorkerTimeout as stopped:
             raise self._timed_out(args, cwd, stopped.stdout + stopped.stderr, module) from None
@@ -476,6 +489,18 @@ def _automation_args(args: Sequence[str]) -> list[str]:
         extra.append("-input=false")
     command = args[:2] if args[0] == "state" else args[:1]  # `state pull`: flags after `pull`
     return [*command, *[e for e in extra if e not in args], *args[len(command) :]]
+
+
+def _sink(logger: Callable[[str], None] | None, task: Task | None) -> Callable[[str], None] | None:
+    """What each line of output goes to: the log, the command's progress, both or neither."""
+    if task is None or logger is None:
+        return logger if task is None else task.line
+
+    def both(line: str) -> None:
+        logger(line)
+        task.line(line)
+
+    return both
 
 
 def _line_logger(prefix: str | None) -> Callable[[str], None] | None:

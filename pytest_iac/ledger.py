@@ -212,10 +212,10 @@ class Ledger:
 
     def discard(self, stack: Stack) -> None:
         """Forget `stack` uncounted: its apply stopped before it deployed anything."""
-        path = self._records.pop(stack.workdir, None)
-        if path is not None:
-            remove_durably(path)
+        if stack.workdir in self._records:
             self.made -= 1
+            self.destroyed -= 1  # counted by `remove`, and nothing was deployed
+        self.remove(stack)
 
     def mark_kept(self, stack: Stack, why: str) -> None:
         """Note in the record that `stack` is kept on purpose (it stays in the ledger)."""

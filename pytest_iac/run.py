@@ -20,6 +20,7 @@ from pytest_iac.engine import Engine, Settings, Terraform, find_engine
 from pytest_iac.errors import IacError
 from pytest_iac.init_cache import InitCache, engine_identity
 from pytest_iac.ledger import Ledger, Tally
+from pytest_iac.progress import Progress
 from pytest_iac.sandbox import Hook, Sandbox, Stack
 
 log = logging.getLogger("pytest_iac")
@@ -111,6 +112,7 @@ class IacRun:
     leaked: list[str] = field(default_factory=list)  # found by a sweep after the destroys
     interrupts: int = 0  # Ctrl-C/SIGTERM seen: a destroy lets the first one wait, not the next
     finishing: bool = False  # pytest is finishing the session: teardowns must not raise
+    progress: Progress | None = None  # the running commands, when a display shows them
     _engine: Engine | None = None
     _ledger: Ledger | None = None
     _terraform: Terraform | None = None
@@ -147,6 +149,7 @@ class IacRun:
         if self._terraform is None:
             self.prepare_home()
             self._terraform = Terraform(self.engine, self.settings, self.workdir)
+            self._terraform.progress = self.progress
         return self._terraform
 
     @property
