@@ -202,8 +202,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
         terminalreporter.write_line(
             f"pytest-iac: {leaks} resource(s) tagged pytest-iac:run={aws.run_id} outlived "
-            f"teardown: {verdict}. Delete them by hand; a resource a test made itself "
-            "should be deleted by the test.",
+            f"teardown: {verdict}.",
+            red=True,
+        )
+        terminalreporter.write_line(
+            "Delete them by hand; a resource a test made itself should be deleted by the test.",
             red=True,
         )
 

@@ -460,10 +460,14 @@ class Tally:
             f"{len(self.failed)} failed to destroy, {len(self.leaked)} leaked"
         )
 
-    def summary(self, left: int, ledger: Path) -> Summary | None:
+    def summary(
+        self, left: int, ledger: Path, *, detailed: bool = True, rootdir: Path | None = None
+    ) -> Summary | None:
         """The run's summary section; None when the run deployed nothing and left nothing.
 
-        `left`: how many of the run's records are still in the `ledger` directory.
+        `left`: how many of the run's records are still in the `ledger` directory. Not
+        `detailed` (pytest without -v), every line fits 120 columns: modules relative to
+        `rootdir`, no working directories or commands.
         """
         if not (self.made or left or self.leaked):
             return None
@@ -478,19 +482,37 @@ class Tally:
         lines = [self.line()]
         for title, rows in (("kept", self.kept), ("failed to destroy", self.failed)):
             for module, workdir, command in rows:
-                lines += [f"{title}: {module} in {workdir}", f"  destroy: {command}"]
+                if detailed:
+                    lines += [f"{title}: {module} in {workdir}", f"  destroy: {command}"]
+                else:
+                    lines.append(f"{title}: {_relative(module, rootdir)} ({Path(workdir).name})")
+        if not detailed and (self.kept or self.failed):
+            lines.append("(-v shows where each is and the command that destroys it)")
         lines += [f"leaked: {leak}" for leak in self.leaked]
         if left:
+            where = f" ({ledger})" if detailed else ""
             lines.append(
-                f"{left} deployment(s) of this run are in the ledger ({ledger}): "
+                f"{left} deployment(s) of this run are in the ledger{where}: "
                 "`pytest --iac-cleanup` destroys them (`--iac-cleanup-dry-run` lists them)"
             )
+        if not detailed:
+            lines = [line if len(line) <= _WIDTH else line[: _WIDTH - 3] + "..." for line in lines]
         return Summary(
             title="pytest-iac" + (f": deployments {what}" if what else ""),
             lines=lines,
             trouble=trouble,
             warning=bool(left) and not trouble,
         )
+
+
+_WIDTH = 120  # the summary's lines without -v
+
+
+def _relative(module: str, rootdir: Path | None) -> str:
+    path = Path(module)
+    if rootdir is not None and path.is_relative_to(rootdir):
+        return str(path.relative_to(rootdir))
+    return module
 
 
 @dataclass(frozen=True)

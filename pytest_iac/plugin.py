@@ -413,7 +413,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     tally = run.tally()
     tally.add(config.stash[_TALLY_KEY])
     left = sum(1 for e in run.ledger.entries() if e.record.run_id == run.run_id)
-    summary = tally.summary(left, run.ledger.directory)
+    summary = tally.summary(
+        left,
+        run.ledger.directory,
+        detailed=config.get_verbosity() > 0,
+        rootdir=config.rootpath,
+    )
     if summary is not None:
         terminalreporter.section(summary.title, red=summary.trouble, yellow=summary.warning)
         for line in summary.lines:

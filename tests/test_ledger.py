@@ -79,7 +79,7 @@ def test_teardown_never_keeps_deployments_in_the_ledger_until_cleanup(
             iac_deploy("mod", vars={"token": "a-token"})
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "--iac-teardown=never")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--iac-teardown=never", "-v")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [

@@ -210,3 +210,33 @@ def test_paths_are_resolved_before_they_are_shown(pytester: pytest.Pytester) -> 
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([f"E * module path {pytester.path / 'missing'} does not exist"])
     assert not [line for line in result.outlines if line.startswith("E") and "/../" in line]
+
+
+def test_the_summary_fits_120_columns_and_v_shows_the_details(
+    pytester: pytest.Pytester, iac_home: Path
+) -> None:
+    pytester.mkdir("app")
+    pytester.path.joinpath("app", "main.tf").write_text(FAILS_HALF_WAY.replace("exit 3", "true"))
+    pytester.makepyfile(
+        """
+        def test_fails(iac_deploy):
+            iac_deploy("app")
+            assert False
+        """
+    )
+    result = run(pytester, "--iac-teardown=on-success")
+    result.assert_outcomes(failed=1)
+    title = next(i for i, line in enumerate(result.outlines) if "deployments kept" in line)
+    summary = result.outlines[title + 1 : title + 4]
+    assert summary[0] == "deployments: 1 made, 0 destroyed, 1 kept, 0 failed to destroy, 0 leaked"
+    assert summary[1].startswith("kept: app (t-test-fails-")
+    assert summary[2] == "(-v shows where each is and the command that destroys it)"
+    assert max(len(line) for line in result.outlines[title:]) <= 120
+    assert run(pytester, "--iac-cleanup").ret == 0  # destroys what the run kept
+
+    detailed = run(pytester, "--iac-teardown=on-success", "-v")
+    detailed.stdout.fnmatch_lines(
+        [f"kept: {pytester.path / 'app'} in *", "  destroy: cd * destroy -auto-approve *"]
+    )
+    assert run(pytester, "--iac-cleanup").ret == 0
+    assert leftovers(iac_home) == []

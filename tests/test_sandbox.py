@@ -249,7 +249,7 @@ def test_passes(iac_deploy):
     iac_deploy(".", vars={{"name": "gone", "settings": {SETTINGS}}})
 """
     )
-    result = pytester.runpytest("--iac-teardown=on-success", "-p", "no:cacheprovider")
+    result = pytester.runpytest("--iac-teardown=on-success", "-p", "no:cacheprovider", "-v")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*pytest-iac: deployments kept*", "*destroy: cd * destroy *"])
     kept = leftovers(iac_home)
