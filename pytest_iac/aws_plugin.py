@@ -112,6 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_WORKER_LEAKS_KEY] = []
     run.hooks.insert(0, aws.hook)  # before the ledger records what will be applied
     run.guards.append(aws.cleanup_guard)  # --iac-cleanup asks it again before a destroy
+    run.share_sessions = not aws.is_moto  # a moto server per worker: nothing to share
     run.settings.env = aws.terraform_env(base=run.settings.env)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistLeaks(), "iac-aws-xdist")
@@ -178,7 +179,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
     aws = config.stash[AWS_KEY]
     run = config.stash[RUN_KEY]
     if aws.used and exitstatus != pytest.ExitCode.INTERRUPTED:
-        kept = [stack.workdir.name for stack in (*run.kept, *run.failed)]
+        kept = [stack.workdir.name for stack in (*run.kept, *run.failed, *run.handed_over)]
         run.leaked.extend(str(leak) for leak in aws.sweep(kept))
     result = yield
     leaks = len(run.leaked) + len(config.stash[_WORKER_LEAKS_KEY])

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from pytest_iac import signals, tfconfig
+from pytest_iac import shared, signals, tfconfig
 from pytest_iac.errors import DestroyError, IacError, IacWarning
 from pytest_iac.plan import Plan
 from pytest_iac.run import IacRun
@@ -113,6 +113,9 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
     base = _base_dir(request)
     failures_before = request.session.testsfailed
     stacks: list[Stack] = []
+    calls: dict[str, int] = {}
+    # Under pytest-xdist, a session's deployments are the run's, made once (`shared`).
+    sharing = run.shared if request.scope == "session" else None
 
     def deploy(
         path: str | Path = ".",
@@ -130,16 +133,23 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
         if unknown:
             raise unexpected_keyword(name, unknown)
         source = (base / path).resolve()  # shown in messages: no `x/../`
+        files = [(base / f).resolve() for f in var_files]
         if from_ref is None:  # the module at a ref may declare other variables
-            _warn_undeclared(source, vars, [(base / f).resolve() for f in var_files])
-        try:
+            _warn_undeclared(source, vars, files)
+        options: dict[str, Any] = {
+            "vars": vars,
+            "var_files": files,
+            "env": env,
+            "backend_config": backend_config,
+        }
+        share = shared.key(name, source, {**options, "from_ref": from_ref, "calls": calls})
+        calls[share] = calls.get(share, 0) + 1  # a second alike deployment is another one
+
+        def make() -> Stack:
             stack = run.sandbox.stack(
                 source,
-                run.name(request.node.name, request.node.nodeid),
-                vars=vars,
-                var_files=[(base / f).resolve() for f in var_files],
-                env=env,
-                backend_config=backend_config,
+                run.name(request.node.name, share if sharing else request.node.nodeid),
+                **options,
                 test_id=request.node.nodeid,
                 from_ref=from_ref,
                 init_upgrade=init_upgrade,
@@ -147,6 +157,17 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
             )
             stacks.append(stack)  # registered for teardown before the apply starts
             return stack.apply()
+
+        try:
+            if sharing is None:
+                return make()
+            got = sharing.get(share, make, run.ledger)
+            if isinstance(got, shared.Made):  # another worker made it
+                return shared.SharedStack(run.terraform, got, **options)
+            stacks.remove(got)  # the run's, not this worker's: destroyed by the controller
+            run.handed_over.append(got)
+            run.ledger.made -= 1  # counted by the controller, even if this worker dies
+            return got
         except IacError as error:
             if request.scope != "function":  # pytest shows it for every test of the scope
                 setattr(error, _FAILED_DEPLOYMENT, str(source))

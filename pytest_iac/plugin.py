@@ -403,6 +403,29 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput["iac_tally"] = dataclasses.asdict(run.tally())
+    else:
+        _destroy_shared(session.config, run)
+
+
+def _destroy_shared(config: pytest.Config, run: IacRun) -> None:
+    """The xdist controller, every worker done: destroy the session deployments they shared."""
+    shared = run.shared_deployments()
+    made = len(shared.records())
+    if not made:
+        return
+    said: list[str] = []
+    outcome = shared.destroy(
+        run.ledger,
+        settings=run.settings,
+        config_dir=run.workdir,
+        engine=lambda: run.engine,
+        guards=run.guards,
+        write=said.append,
+    )
+    run.ledger.made += made
+    run.ledger.destroyed += len(outcome.destroyed)
+    if outcome.failed:  # the summary counts them as left in the ledger
+        signals.tell(config, "\n".join(said))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -22,6 +22,7 @@ from pytest_iac.init_cache import InitCache, engine_identity
 from pytest_iac.ledger import Ledger, Tally
 from pytest_iac.progress import Progress
 from pytest_iac.sandbox import Hook, Sandbox, Stack
+from pytest_iac.shared import SharedDeployments
 
 log = logging.getLogger("pytest_iac")
 
@@ -113,6 +114,8 @@ class IacRun:
     interrupts: int = 0  # Ctrl-C/SIGTERM seen: a destroy lets the first one wait, not the next
     finishing: bool = False  # pytest is finishing the session: teardowns must not raise
     progress: Progress | None = None  # the running commands, when a display shows them
+    share_sessions: bool = True  # under xdist, session deployments are the run's (`shared`)
+    handed_over: list[Stack] = field(default_factory=list)  # made here, destroyed by the run
     _engine: Engine | None = None
     _ledger: Ledger | None = None
     _terraform: Terraform | None = None
@@ -171,6 +174,20 @@ class IacRun:
                 init_cache=self.init_cache,
             )
         return self._sandbox
+
+    @property
+    def shared(self) -> SharedDeployments | None:
+        """Under pytest-xdist (in a worker), where session deployments are shared; else None.
+
+        Not with --iac-teardown on-success or never (each worker keeps what it made), nor
+        when `share_sessions` is off (the moto sandbox: a server per worker).
+        """
+        if self.worker == "main" or self.teardown != "always" or not self.share_sessions:
+            return None
+        return self.shared_deployments()
+
+    def shared_deployments(self) -> SharedDeployments:
+        return SharedDeployments(project_dir(self.project) / "runs" / f"{self.run_id}-shared")
 
     @property
     def ledger(self) -> Ledger:
