@@ -5,6 +5,7 @@ Every case runs real Terraform through pytester and checks that nothing is left 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,8 @@ def test_a_mistyped_keyword_names_the_right_one(pytester: pytest.Pytester, iac_h
     result.stdout.fnmatch_lines(
         [
             "E       TypeError: iac_deploy() got an unexpected keyword argument 'colour'; "
-            "it takes `vars=`, `var_files=`, `env=`, `backend_config=`, `from_ref=`",
+            "it takes `vars=`, `var_files=`, `env=`, `backend_config=`, `from_ref=`, "
+            "`init_upgrade=`, `parallelism=`",
         ]
     )
     result.stdout.fnmatch_lines(
@@ -133,7 +135,7 @@ def test_a_failed_shared_deployment_is_shown_once(
     result.assert_outcomes(errors=5)
     output = result.stdout.str()
     # the diagnostic once per deployment, never chained to itself
-    shown = [line.lstrip("E ") for line in result.outlines]  # not the captured logs
+    shown = [re.sub(r"^E +", "", line) for line in result.outlines]  # not the captured logs
     assert shown.count("Error: local-exec provisioner error") == 2, output
     assert "During handling of the above exception" not in output
     module = pytester.path / "mod"
