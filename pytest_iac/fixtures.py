@@ -7,8 +7,6 @@ before the apply starts, so a failed or half-finished apply is destroyed too.
 
 from __future__ import annotations
 
-import difflib
-import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -18,6 +16,7 @@ from typing import Any, Protocol
 import pytest
 
 from pytest_iac import shared, signals, tfconfig
+from pytest_iac.advice import failed_deployment, unexpected_keyword
 from pytest_iac.errors import DestroyError, IacError, IacWarning
 from pytest_iac.plan import Plan
 from pytest_iac.run import IacRun
@@ -66,17 +65,6 @@ class _Named:
 
     def __repr__(self) -> str:
         return f"<{self._description}>"
-
-
-def unexpected_keyword(
-    called: str, given: Mapping[str, Any], options: Sequence[str] = DEPLOY_OPTIONS
-) -> TypeError:
-    """The TypeError Python would raise, naming the keyword meant: `var=` -> `vars=`."""
-    name = next(iter(given))
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
-    known = ", ".join(f"`{o}=`" for o in options)
-    hint = f": did you mean `{close[0]}=`?" if close else f"; it takes {known}"
-    return TypeError(f"{called}() got an unexpected keyword argument {name!r}{hint}")
 
 
 def deploys(item: pytest.Item) -> bool:
@@ -131,7 +119,7 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
     ) -> Stack:
         __tracebackhide__ = True
         if unknown:
-            raise unexpected_keyword(name, unknown)
+            raise unexpected_keyword(name, unknown, DEPLOY_OPTIONS)
         source = (base / path).resolve()  # shown in messages: no `x/../`
         files = [(base / f).resolve() for f in var_files]
         if from_ref is None:  # the module at a ref may declare other variables
@@ -142,8 +130,9 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
             "env": env,
             "backend_config": backend_config,
         }
-        share = shared.key(name, source, {**options, "from_ref": from_ref, "calls": calls})
-        calls[share] = calls.get(share, 0) + 1  # a second alike deployment is another one
+        alike = shared.key(name, source, {**options, "from_ref": from_ref})
+        calls[alike] = calls.get(alike, 0) + 1
+        share = f"{alike}-{calls[alike]}"  # a second alike deployment is another one
 
         def make() -> Stack:
             stack = run.sandbox.stack(
@@ -170,7 +159,7 @@ def _deployments(request: pytest.FixtureRequest) -> Iterator[Deploy]:
             return got
         except IacError as error:
             if request.scope != "function":  # pytest shows it for every test of the scope
-                setattr(error, _FAILED_DEPLOYMENT, str(source))
+                failed_deployment(error, str(source))
             # The user's line and terraform's diagnostic; no trace through our internals.
             raise error.with_traceback(None) from None
 
@@ -303,7 +292,7 @@ def deployment(
     """
     __tracebackhide__ = True
     if unknown:
-        raise unexpected_keyword("deployment", unknown)
+        raise unexpected_keyword("deployment", unknown, DEPLOY_OPTIONS)
     if scope not in ("class", "module", "package", "session"):
         raise ValueError(f"scope must be class, module, package or session, not {scope!r}")
 
@@ -323,10 +312,10 @@ def deployment(
             )
         except IacError as error:
             _finish(deployments)
-            # Shown once; the other tests of the scope refer to it (see repeated_failure).
+            # Shown once; the other tests of the scope refer to it (`advice.repeated_failure`).
             failure = pytest.fail.Exception(str(error), pytrace=False)
-            what = getattr(error, _FAILED_DEPLOYMENT, path)
-            setattr(failure, _FAILED_DEPLOYMENT, f"`{request.fixturename}` ({what})")
+            what = failed_deployment(error) or path
+            failed_deployment(failure, f"`{request.fixturename}` ({what})")
             raise failure from None
         except BaseException as error:  # an interrupt or a timeout during the apply
             if isinstance(error, KeyboardInterrupt):
@@ -339,50 +328,6 @@ def deployment(
     setattr(fixture, DEPLOYS, True)
     setattr(fixture, DEPLOYMENT, (scope, Path(path), tuple(Path(f) for f in var_files)))
     return pytest.fixture(scope=scope)(fixture)  # type: ignore[call-overload]
-
-
-_FAILED_DEPLOYMENT = "_pytest_iac_failed_deployment"  # set on the error of a failed deploy
-_SHOWN = "_pytest_iac_shown"
-
-
-def repeated_failure(error: BaseException) -> str | None:
-    """The line that replaces a failed deployment's error when pytest shows it again.
-
-    pytest re-raises a shared fixture's error in every test of its scope; its diagnostic
-    (terraform's, up to 30 lines) is worth reading once.
-    """
-    deployment = getattr(error, _FAILED_DEPLOYMENT, None)
-    if deployment is None:
-        return None
-    if not getattr(error, _SHOWN, False):
-        setattr(error, _SHOWN, True)
-        return None
-    return f"setup of deployment {deployment} failed (see the first error)"
-
-
-_SCOPE_MISMATCH = re.compile(
-    r"ScopeMismatch: You tried to access the function scoped fixture (iac_deploy|iac_name|"
-    r"iac_plan) with a (\w+) scoped request object"
-)
-
-
-def scope_advice(message: str) -> str | None:
-    """What to use instead, when a shared fixture asked for a function-scoped one of ours."""
-    found = _SCOPE_MISMATCH.search(message)
-    if found is None:
-        return None
-    fixture, scope = found.groups()
-    if fixture != "iac_deploy":
-        return (
-            f"pytest-iac: {fixture} is made for one test; a {scope}-scoped fixture cannot use "
-            "it (deploy with iac_module_deploy or iac_session_deploy)."
-        )
-    instead = "iac_session_deploy" if scope in ("session", "package") else "iac_module_deploy"
-    return (
-        f"pytest-iac: iac_deploy destroys after each test. In a {scope}-scoped fixture, deploy "
-        f"with\n{instead} (destroyed when the {scope} ends), or use "
-        f'pytest_iac.deployment(path, scope="{scope}").'
-    )
 
 
 def _finish(generator: Iterator[Any]) -> None:

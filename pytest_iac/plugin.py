@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_iac import redact, signals
+from pytest_iac.advice import repeated_failure, scope_advice
 from pytest_iac.cleanup import cleanup
 from pytest_iac.engine import (
     DEFAULT_RETRYABLE_ERRORS,
@@ -30,8 +31,6 @@ from pytest_iac.fixtures import (
     iac_name,
     iac_plan,
     iac_session_deploy,
-    repeated_failure,
-    scope_advice,
 )
 from pytest_iac.ledger import Tally
 from pytest_iac.plan import explain
