@@ -24,6 +24,10 @@ import pytest
 def network(iac_session_deploy):
     return iac_session_deploy("mod", vars={"name": "network"})
 
+@pytest.fixture(scope="session")
+def cache(iac_session_deploy):
+    return iac_session_deploy("mod", vars={"name": "cache"})
+
 @pytest.fixture
 def seen(request):
     # which deployments each test saw, one file per test
@@ -44,8 +48,8 @@ app = pytest_iac.deployment("mod", scope="module", vars={{"name": "app-{n}"}})
 """
 
 TEST = """
-def test_{n}_{i}(network, database, app, seen):
-    seen(network=network, database=database, app=app)
+def test_{n}_{i}({first}, {second}, database, app, seen):
+    seen(network=network, cache=cache, database=database, app=app)
 """
 
 
@@ -55,8 +59,9 @@ def project(pytester: pytest.Pytester) -> Path:
     pytester.path.joinpath("mod", "main.tf").write_text(MODULE)
     pytester.mkdir("seen")
     pytester.makeconftest(CONFTEST)
-    for n in ("a", "b", "c"):
-        tests = "".join(TEST.format(n=n, i=i) for i in range(4))
+    for n, order in (("a", "network cache"), ("b", "cache network"), ("c", "network cache")):
+        first, second = order.split()  # the factory called in another order on another worker
+        tests = "".join(TEST.format(n=n, i=i, first=first, second=second) for i in range(4))
         pytester.makepyfile(**{f"test_{n}": TEST_MODULE.format(n=n, tests=tests)})
     return pytester.path
 
@@ -69,10 +74,11 @@ def test_session_deployments_are_made_once_per_run_and_module_ones_once_per_modu
         "-p", "no:cacheprovider", "-p", "no:randomly", "-n", workers, "--dist=loadfile"
     )
     result.assert_outcomes(passed=12)
-    # 2 session deployments for the whole run, 1 module deployment per test module
-    result.stdout.fnmatch_lines(["deployments: 5 made, 5 destroyed, 0 kept, *"])
+    # 3 session deployments for the whole run, 1 module deployment per test module
+    result.stdout.fnmatch_lines(["deployments: 6 made, 6 destroyed, 0 kept, *"])
     seen = [json.loads(p.read_text()) for p in (project / "seen").iterdir()]
     assert len({s["network"] for s in seen}) == 1  # every test, every worker: the same one
+    assert len({s["cache"] for s in seen}) == 1
     assert len({s["database"] for s in seen}) == 1
     assert len({s["app"] for s in seen}) == 3
     assert not list(iac_home.rglob("ledger/*.json"))
