@@ -53,8 +53,8 @@ __all__ = ["iac_deploy", "iac_module_deploy", "iac_name", "iac_plan", "iac_sessi
 # Drift checks (live root modules as items, the drift marker's fixture, reports), promotion
 # items, the AWS sandbox, --iac-changed-since, and the progress display of long commands.
 pytest_plugins = [
+    "pytest_iac.promotion_items",  # before drift_items, which imports it: rewritten first
     "pytest_iac.drift_items",
-    "pytest_iac.promotion_items",
     "pytest_iac.aws_plugin",
     "pytest_iac.changed_since",
     "pytest_iac.progress_plugin",

@@ -156,3 +156,9 @@ def test_a_run_without_infrastructure_tests_costs_nothing(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")
     result.assert_outcomes(passed=1)
     assert list(home.rglob("*")) == []
+    # Loaded by name rather than by its entry point: no warning either (every module of the
+    # plugin is registered before another imports it, so pytest can rewrite its asserts).
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "pytest_iac.plugin")
+    result.assert_outcomes(passed=1, warnings=0)
+    assert list(home.rglob("*")) == []
