@@ -168,7 +168,7 @@ def check_drift(
         )
     if workdir.exists():
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    workdir.mkdir(parents=True, mode=0o700)  # it will hold the plan: a copy of the state
     try:
         plan, status = _plan(
             terraform,

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -23,7 +24,8 @@ import boto3
 import git
 import pytest
 
-from pytest_iac.engine import cli_config
+from pytest_iac.drift import check_drift
+from pytest_iac.engine import Settings, Terraform, cli_config, find_engine
 from pytest_iac.live import find_live_roots
 from tests.conftest import EXAMPLES, free_port, leftovers
 
@@ -949,3 +951,24 @@ def test_a_new_environment_is_reported_not_passed_over(pytester: pytest.Pytester
     # Named by nobody, a module without backend or state may be a reusable one: not a root.
     result = pytester.runpytest("-p", "no:cacheprovider", "-m", "drift", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["live/qa/db::drift", "1 test collected*"])
+
+
+def test_a_drift_working_directory_is_private(tmp_path: Path) -> None:
+    """It holds the plan file (a copy of the state) and the backend's settings: only its
+    owner may enter it, as a sandbox deployment's working directory."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("needs the terraform binary")
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "main.tf").write_text(LOCAL_LIVE % "private")
+    modes: list[int] = []
+
+    def remove(directory: Path) -> None:
+        modes.append(stat.S_IMODE(directory.stat().st_mode))
+        shutil.rmtree(directory)
+
+    engine = Terraform(find_engine(terraform), Settings(), tmp_path / "config")
+    result = check_drift(engine, live, tmp_path / "runs" / "drift" / "live", remove=remove)
+    assert result.status == "never-applied", result.error
+    assert modes == [0o700]
