@@ -50,7 +50,7 @@ _BACKEND_FILE = "pytest-iac.tfbackend"
 # the order of their names, and a backend block in one replaces any backend or `cloud` block
 # before it: `~` sorts after every ASCII letter, digit and sign a module's own file name
 # could start with. `_check_own_state()` proves after init that it won.
-_OWN_STATE_FILE = "~pytest-iac_override.tf"
+OWN_STATE_FILE = "~pytest-iac_override.tf"
 _OWN_STATE = 'terraform {\n  backend "local" {}\n}\n'
 # What names a backend's state in a message: never a credential.
 _BACKEND_IDENTITY = (
@@ -257,6 +257,7 @@ class Stack:
         if self._applied:
             self._notify("before-destroy")
             try:
+                self._init()  # after a failed upgrade, the code put back is not initialised
                 self._run(["destroy", "-auto-approve", *self._walk_args(), *self._var_args()])
             except TerraformError as error:
                 if self._state_is_empty():
@@ -315,7 +316,7 @@ class Stack:
             write_private(backend_file, _hcl_assignments(self.backend_config))
             args.append(f"-backend-config={backend_file}")
         else:  # before every init: an upgrade test puts other code in place
-            (self.module_dir / _OWN_STATE_FILE).write_text(_OWN_STATE, encoding="utf-8")
+            (self.module_dir / OWN_STATE_FILE).write_text(_OWN_STATE, encoding="utf-8")
         if self.init_cache is None:
             self._run(args)
         else:
@@ -339,13 +340,13 @@ class Stack:
         return backend if isinstance(backend, dict) else {}
 
     def _check_own_state(self) -> None:
-        """Prove that init gave the copy the local state of `_OWN_STATE_FILE`."""
+        """Prove that init gave the copy the local state of `OWN_STATE_FILE`."""
         backend = self._backend()
         config = backend.get("config") or {}
         if backend and (backend.get("type") != "local" or any(config.values())):
             raise IacError(
                 f"refused to deploy {self.source}: after pytest-iac's override file "
-                f"{_OWN_STATE_FILE}, its state is still in {_describe_backend(backend)}. An "
+                f"{OWN_STATE_FILE}, its state is still in {_describe_backend(backend)}. An "
                 "override file of the module's sorts after it (Terraform merges them in the "
                 "order of their names): rename that file, or pass backend_config=... to deploy "
                 "into the module's backend on purpose"

@@ -21,14 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from pytest_iac.plan import Plan
-from pytest_iac.sandbox import Stack
+from pytest_iac.sandbox import OWN_STATE_FILE, Stack
 from pytest_iac.vcs import ModuleAtRef, RefError, module_at, write_module
 from pytest_iac.workspace import copy_module
 
 __all__ = ["ModuleAtRef", "RefError", "UpgradeStack", "module_at"]
 
-# What a deployment keeps beside its code: the local backend's state (and workspaces).
-_STATE_NAMES = {"terraform.tfstate", "terraform.tfstate.backup", "terraform.tfstate.d"}
+# What a deployment keeps beside its code: the local backend's state (and workspaces), and
+# the override file that keeps it there (never a moment without: a `terraform init` by hand
+# in the copy would otherwise configure the module's own backend).
+_KEPT = {"terraform.tfstate", "terraform.tfstate.backup", "terraform.tfstate.d", OWN_STATE_FILE}
 
 
 class UpgradeStack(Stack):
@@ -99,11 +101,11 @@ class UpgradeStack(Stack):
 
 
 def _remove_code(directory: Path, module_dir: Path) -> None:
-    """Remove everything under `directory` but the state files in `module_dir`."""
+    """Remove everything under `directory` but what `_KEPT` names in `module_dir`."""
     for child in directory.iterdir():
         if child == module_dir or child in module_dir.parents:
             _remove_code(child, module_dir)
-        elif directory == module_dir and child.name in _STATE_NAMES:
+        elif directory == module_dir and child.name in _KEPT:
             continue
         elif child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)

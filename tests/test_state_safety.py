@@ -218,6 +218,43 @@ def test_upgrade(iac_deploy):
     assert ledger_records(iac_home) == []
 
 
+def test_an_upgrade_that_cannot_plan_is_still_destroyed_on_the_sandboxs_state(
+    pytester: pytest.Pytester, iac_home: Path, live_state: Path
+) -> None:
+    """The old code put back after a failed upgrade is initialised again before the
+    teardown's destroy: the swap removed the copy's `.terraform` and override file."""
+    module = pytester.path / "repo" / "live"
+    module.mkdir(parents=True)
+    (module / "main.tf").write_text(LOCAL_BACKEND % live_state + RESOURCE)
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "v1"], ["tag", "v1"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            cwd=module.parent,
+            check=True,
+        )
+    (module / "main.tf").write_text(
+        LOCAL_BACKEND % live_state + RESOURCE + 'output "broken" { value = var.missing }\n'
+    )
+    (module / "test_failed_upgrade_destroyed.py").write_text(  # a name no other test has
+        """
+import pytest
+import pytest_iac
+
+def test_broken_upgrade(iac_deploy):
+    stack = iac_deploy(".", from_ref="v1")
+    with pytest.raises(pytest_iac.TerraformError, match="var.missing"):
+        stack.upgrade()
+"""
+    )
+    before = digest(live_state)
+    result = pytester.runpytest(str(module), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["deployments: 1 made, 1 destroyed*"])
+    assert digest(live_state) == before
+    assert leftovers(iac_home) == []
+    assert ledger_records(iac_home) == []
+
+
 def test_plan_is_against_an_empty_state_whatever_backend_the_module_declares(
     pytester: pytest.Pytester, engine: str, iac_home: Path, live_state: Path
 ) -> None:
