@@ -15,7 +15,6 @@ worker knows only the item it runs and the next one, and starts both.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -23,14 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.mark import MarkMatcher  # how -m matches an item's markers
-from _pytest.mark.expression import Expression
 
 from pytest_iac import report as reports
 from pytest_iac import vcs
 from pytest_iac.drift import BackendConfig, DriftResult, DriftRun, parse_backend_config
 from pytest_iac.errors import IacError, IacWarning
-from pytest_iac.fixtures import CHANGES_KEY, RUN_KEY
+from pytest_iac.fixtures import CHANGES_KEY, RUN_KEY, selects
 from pytest_iac.live import (
     find_live_roots,
     is_live_root,
@@ -128,21 +125,9 @@ class _DriftState:
         return self._referenced
 
 
-def _selects_drift(config: pytest.Config) -> bool:
-    """Does `-m` name `drift` in a way that can select a drift item (not `-m "not drift"`)?"""
-    markexpr = config.getoption("markexpr", "") or ""
-    if not re.search(r"\bdrift\b", markexpr):
-        return False
-    try:
-        expression = Expression.compile(markexpr)
-    except Exception:  # SyntaxError; ParseError in pytest before 8.4
-        return False  # pytest itself says what is wrong with it
-    return expression.evaluate(MarkMatcher.from_markers([pytest.mark.drift.mark]))
-
-
 def pytest_configure(config: pytest.Config) -> None:
     live_dirs: list[Path] = list(config.getini("iac_live_dirs"))
-    enabled = _selects_drift(config)
+    enabled = selects(config, "drift")
     if enabled and live_dirs and config.args_source != pytest.Config.ArgsSource.ARGS:
         # `pytest -m drift` with the roots named in the ini file.
         config.args.extend(str(d) for d in live_dirs if str(d) not in config.args)

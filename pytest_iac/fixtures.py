@@ -7,6 +7,7 @@ before the apply starts, so a failed or half-finished apply is destroyed too.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+from _pytest.mark import MarkMatcher  # how -m matches an item's markers
+from _pytest.mark.expression import Expression
 
 from pytest_iac import shared, signals, tfconfig
 from pytest_iac.advice import failed_deployment, unexpected_keyword
@@ -79,6 +82,18 @@ def deploys(item: pytest.Item) -> bool:
 
 def iac_run(request: pytest.FixtureRequest) -> IacRun:
     return request.config.stash[RUN_KEY]
+
+
+def selects(config: pytest.Config, marker: str) -> bool:
+    """Does `-m` name `marker` in a way that can select its items (not `-m "not drift"`)?"""
+    markexpr = config.getoption("markexpr", "") or ""
+    if not re.search(rf"\b{marker}\b", markexpr):
+        return False
+    try:
+        expression = Expression.compile(markexpr)
+    except Exception:  # SyntaxError; ParseError in pytest before 8.4
+        return False  # pytest itself says what is wrong with it
+    return expression.evaluate(MarkMatcher.from_markers([getattr(pytest.mark, marker).mark]))
 
 
 def _base_dir(request: pytest.FixtureRequest) -> Path:

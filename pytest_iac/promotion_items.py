@@ -12,7 +12,6 @@ drift results, to `--iac-report-json` / `--iac-report-md`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pytest_iac.fixtures import selects
 from pytest_iac.promotion import ModuleReport, Promotion, matrix_lines, read_promotion
 
 PROMOTION_KEY = pytest.StashKey[dict[str, Any]]()  # the view as a dict, for the reports
@@ -58,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "promotion: the promotion check of a module used in the live tree (pinned, and "
         "promoted in order); collected with `-m promotion`",
     )
-    enabled = bool(re.search(r"\bpromotion\b", config.getoption("markexpr", "") or ""))
+    enabled = selects(config, "promotion")
     live_dirs: list[Path] = list(config.getini("iac_live_dirs"))
     invocation = config.invocation_params.dir
     trees = [invocation / a.split("::")[0] for a in config.args]

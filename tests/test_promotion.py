@@ -309,3 +309,16 @@ def test_live_trees_named_in_the_ini_file(pytester: pytest.Pytester, live: Path)
             "2/3 tests collected (1 deselected)*",
         ]
     )
+
+
+def test_an_expression_that_cannot_select_promotion_reads_no_live_tree(
+    pytester: pytest.Pytester, live: Path
+) -> None:
+    # As for drift: `-m "not promotion"` names the marker only to leave its items out.
+    live.rename(pytester.path / "live")
+    pytester.makeini(PYTEST_INI + "iac_live_dirs = live\n")
+    pytester.makepyfile(test_other="def test_other(): pass")
+    result = pytester.runpytest("-m", "not promotion")
+    result.assert_outcomes(passed=1)
+    assert "deselected" not in result.stdout.str()  # no promotion item was collected
+    assert "infrastructure-modules" not in result.stdout.str()  # nor a matrix shown
