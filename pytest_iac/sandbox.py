@@ -37,6 +37,7 @@ from pytest_iac.workspace import copy_module, write_private
 log = logging.getLogger("pytest_iac")
 
 _VAR_FILE = "pytest-iac.tfvars.json"
+_PLAN_VAR_FILE = "pytest-iac-plan.tfvars.json"  # a plan's variables: `plan(vars=...)`
 
 # What a sandbox tells its hooks: before a plan, before the first apply (and every re-apply),
 # when a first apply failed having deployed nothing, before a destroy, and after a successful
@@ -242,9 +243,9 @@ class Stack:
         self._init()
         self._notify("before-plan")
         plan_file = self.workdir / "plan.tfplan"
-        self._run(
-            ["plan", f"-out={plan_file}", *self._var_args({**self.vars, **(vars or {})})],
-        )
+        # A var file of its own: the deployment's stays what the ledger's destroy needs.
+        values, var_file = {**self.vars, **(vars or {})}, self.workdir / _PLAN_VAR_FILE
+        self._run(["plan", f"-out={plan_file}", *self._var_args(values, var_file)])
         data = self._run(["show", "-json", str(plan_file)], quiet=True).json()
         plan_file.unlink()
         return Plan.from_json(data if isinstance(data, dict) else {})
@@ -377,14 +378,17 @@ class Stack:
         """The var files every command gets: the test's own, then ours with `vars`."""
         return [*self.var_files, self.workdir / _VAR_FILE]
 
-    def _var_args(self, vars: Mapping[str, Any] | None = None) -> list[str]:
+    def _var_args(
+        self, vars: Mapping[str, Any] | None = None, var_file: Path | None = None
+    ) -> list[str]:
         # Variables go through a JSON var file, never the command line: every type arrives
         # intact and no value shows up in a process list.
         values = self.vars if vars is None else vars
         text = var_file_text(values)
         redact.remember_variables(self.module_dir, values, self.var_files)  # masked everywhere
-        write_private(self.workdir / _VAR_FILE, text)
-        return [f"-var-file={f}" for f in self.var_file_paths]
+        var_file = var_file or self.workdir / _VAR_FILE
+        write_private(var_file, text)
+        return [f"-var-file={f}" for f in (*self.var_files, var_file)]
 
     def _run(self, args: list[str], *, quiet: bool = False) -> Result:
         return self.terraform.run(

@@ -253,6 +253,24 @@ def test_records_of_concurrent_writers_never_collide(tmp_path: Path) -> None:
         ledger.close()
 
 
+def test_a_plan_with_other_variables_leaves_the_destroy_command_the_applied_ones(
+    tmp_path: Path,
+) -> None:
+    # The ledger's command destroys with the deployment's var files: after a kill, a what-if
+    # plan's variables (another region, say) must not be what --iac-cleanup destroys with.
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "main.tf").write_text(MODULE)
+    terraform = Terraform(find_engine(), Settings(), tmp_path / "config")
+    sandbox = Sandbox(terraform, tmp_path / "sandboxes")
+    with sandbox.deploy(tmp_path / "mod", "what-if", vars={"token": "applied"}) as stack:
+        stack.plan(vars={"token": "planned"})
+        texts = [path.read_text() for path in stack.var_file_paths]
+        assert "applied" in texts[-1]
+        assert not any("planned" in text for text in texts)
+    assert leftovers(tmp_path / "sandboxes") == []
+    terraform.close()
+
+
 def _record(**fields: Any) -> Record:
     values: dict[str, Any] = {
         "module": "m",
