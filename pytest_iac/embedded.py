@@ -302,7 +302,10 @@ class Worker:
             bufsize=0,
             start_new_session=True,  # a Ctrl-C reaches pytest, which stops the command
         )
-        watchdog.watch(self.process)  # if pytest dies, the worker ends, and its group with it
+        # If pytest dies, the worker stops its command (its stdin closes) and ends; the
+        # watchdog kills what is left of its group. No SIGINT from it: the run's library
+        # catches SIGINT (Go's handler replaces the worker's SIG_IGN), a second interrupt.
+        watchdog.watch(self.process, interrupt=False)
         assert self.process.stdin is not None
         assert self.process.stdout is not None
         assert self.process.stderr is not None

@@ -57,14 +57,14 @@ class _Client:
         # Kept, never waited for: a watchdog runs until this process ends.
         self._processes: list[subprocess.Popen[bytes]] = []
 
-    def watch(self, pgid: int, pipes: list[int]) -> None:
+    def watch(self, pgid: int, pipes: list[int], message: str) -> None:
         with self._lock:
             for attempt in (1, 2):
                 if self._channel is None:
                     self._channel, process = _start()
                     self._processes.append(process)
                 try:
-                    socket.send_fds(self._channel, [f"+{pgid} {len(pipes)}\n".encode()], pipes)
+                    socket.send_fds(self._channel, [message.encode()], pipes)
                     return
                 except OSError:
                     # The watchdog is gone (killed on its own): a fresh one watches from now.
@@ -91,13 +91,17 @@ _client = _Client()
 os.register_at_fork(after_in_child=_client.forget_parent)
 
 
-def watch(process: subprocess.Popen[bytes]) -> None:
+def watch(process: subprocess.Popen[bytes], *, interrupt: bool = True) -> None:
     """Have the watchdog stop `process`'s group if pytest dies before `forget(process)`.
 
-    `process` leads a process group of its own (`start_new_session=True`).
+    `process` leads a process group of its own (`start_new_session=True`). Without
+    `interrupt`, the group gets no SIGINT, only the kill: for a process that stops its
+    command itself when pytest dies (an embedded worker, whose stdin closes), where the
+    watchdog's SIGINT would be the second interrupt, which stops terraform unsaved.
     """
     pipes = [pipe.fileno() for pipe in (process.stdout, process.stderr) if pipe is not None]
-    _client.watch(process.pid, pipes)
+    message = f"+{process.pid} {len(pipes)}\n" + ("" if interrupt else f"!{process.pid}\n")
+    _client.watch(process.pid, pipes, message)
 
 
 def interrupted(process: subprocess.Popen[bytes]) -> None:

@@ -1,7 +1,8 @@
 """The watchdog on its own (no terraform): what a dead pytest process registered is stopped.
 
-A stand-in for pytest starts two process groups the way the engine starts terraform,
-registers them, says it interrupted the second one already, and dies of SIGKILL.
+A stand-in for pytest starts three process groups the way the engine starts terraform,
+registers them (the third as one that stops itself, like an embedded worker), says it
+interrupted the second one already, and dies of SIGKILL.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from pytest_iac import watchdog
 watchdog.STOP_GRACE = 2.0
 script = 'trap "echo $0 >> {log}; exit" INT; echo ready; while :; do sleep 0.05; done'
 groups = {{}}
-for name in ("first", "second"):
+for name in ("first", "second", "third"):
     groups[name] = subprocess.Popen(
         ["sh", "-c", script, name],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
-    watchdog.watch(groups[name])
+    # The third stops itself when pytest dies, as an embedded worker does: no SIGINT.
+    watchdog.watch(groups[name], interrupt=name != "third")
     groups[name].stdout.readline()
 watchdog.interrupted(groups["second"])  # as the engine says after its own SIGINT
 print(" ".join(str(p.pid) for p in groups.values()), flush=True)
@@ -61,5 +63,5 @@ def test_a_dead_process_s_groups_are_interrupted_once_then_killed(tmp_path: Path
         time.sleep(0.05)
     assert not any(alive(pid) for pid in pids)
     # The first got its interrupt and ended; the second, interrupted before, got no second
-    # one: it ran until the grace period was over, then was killed.
+    # one, nor did the third: they ran until the grace period was over, then were killed.
     assert log.read_text().split() == ["first"]
