@@ -79,7 +79,7 @@ class Use:
             "live_dir": self.live_dir,
             "environment": self.environment,
             "call": self.call,
-            "source": source.raw if source else None,
+            "source": source.shown if source else None,
             "version": self.label,
             "pinned": source.pin.status if source else "unknown",
         }
@@ -276,7 +276,7 @@ def check(module: ModuleReport, order: list[str] | None) -> ModuleReport:
         pin = use.source.pin
         if pin.status == "mutable":
             module.failures.append(
-                f"not pinned: {use.where()} uses {use.source.raw!r}"
+                f"not pinned: {use.where()} uses {use.source.shown!r}"
                 + (f" (version {use.source.ref!r})" if use.source.kind == "registry" else "")
                 + f": {pin.reason}. Rule: {PINNED_RULE}."
             )

@@ -46,6 +46,9 @@ _REGISTRY = re.compile(
 # Hosts Terraform never takes for a registry: their shorthands are git repositories.
 _GIT_HOSTS = ("github.com", "bitbucket.org")
 _SCP = re.compile(r"^(?:(?P<user>[\w.-]+)@)?(?P<host>[\w.-]+):(?P<path>[^/].*)$")
+# Credentials Terraform takes in a source: `https://user:password@host`, `?sshkey=BASE64`.
+_PASSWORD = re.compile(r"(://[^/?#@:]*):[^/?#@]*@")
+_SSHKEY = re.compile(r"([?&]sshkey=)[^&#]*")
 _SHA = re.compile(r"^[0-9a-f]{7,40}$")
 _SEMVER = re.compile(
     r"^(?P<prefix>(?:.*?[-/_@])??)v?(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)"
@@ -145,6 +148,11 @@ class ModuleSource:
     @property
     def remote(self) -> bool:
         return self.kind != "local"
+
+    @property
+    def shown(self) -> str:
+        """`raw` as reports show it: a password in the URL and an `sshkey=` masked."""
+        return _SSHKEY.sub(r"\1<sensitive>", _PASSWORD.sub(r"\1:<sensitive>@", self.raw))
 
 
 def parse_source(source: str, version: str | None = None) -> ModuleSource:

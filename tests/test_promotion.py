@@ -322,3 +322,21 @@ def test_an_expression_that_cannot_select_promotion_reads_no_live_tree(
     result.assert_outcomes(passed=1)
     assert "deselected" not in result.stdout.str()  # no promotion item was collected
     assert "infrastructure-modules" not in result.stdout.str()  # nor a matrix shown
+
+
+def test_credentials_in_a_source_appear_in_no_failure_nor_report(tmp_path: Path) -> None:
+    # Terraform takes a password in a git URL and a private key in `sshkey=`: secrets.
+    token, key = "ghp_s3cr3tT0ken", "LS0tLS1CRUdJTiBPUEVOU1NIIFBSSVZBVEU"
+    live = tmp_path / "live"
+    live_root(
+        live / "dev" / "app",
+        call("https", f"git::https://ci:{token}@example.com/acme/m.git//a?ref=main"),
+        call("ssh", f"git::ssh://git@example.com/acme/m.git//b?ref=main&sshkey={key}"),
+    )
+    view = read_promotion([live], base=tmp_path, environments=["dev"])
+    shown = json.dumps(view.to_dict()) + "".join(f for m in view.modules for f in m.failures)
+    assert "not pinned" in shown
+    assert token not in shown
+    assert key not in shown
+    assert "https://ci:<sensitive>@example.com" in shown
+    assert "sshkey=<sensitive>" in shown
