@@ -188,19 +188,24 @@ def test_app(iac_deploy):
     assert ledger_records(iac_home) == []
 
 
-def test_upgrade_test_keeps_a_state_of_its_own_across_the_code_swap(
-    pytester: pytest.Pytester, iac_home: Path, live_state: Path
-) -> None:
-    """An upgrade test puts other code in place and runs init again: on local state still."""
-    module = pytester.path / "repo" / "live"
+def tagged_v1(module: Path, main_tf: str) -> Path:
+    """`module` in a git repository of its own (its parent), committed and tagged v1."""
     module.mkdir(parents=True)
-    (module / "main.tf").write_text(LOCAL_BACKEND % live_state + RESOURCE)
+    (module / "main.tf").write_text(main_tf)
     for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "v1"], ["tag", "v1"]):
         subprocess.run(
             ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
             cwd=module.parent,
             check=True,
         )
+    return module
+
+
+def test_upgrade_test_keeps_a_state_of_its_own_across_the_code_swap(
+    pytester: pytest.Pytester, iac_home: Path, live_state: Path
+) -> None:
+    """An upgrade test puts other code in place and runs init again: on local state still."""
+    module = tagged_v1(pytester.path / "repo" / "live", LOCAL_BACKEND % live_state + RESOURCE)
     (module / "main.tf").write_text(LOCAL_BACKEND % live_state + RESOURCE.replace("here", "later"))
     (module / "test_swap_keeps_own_state.py").write_text(  # a name no other test module has
         """
@@ -223,15 +228,7 @@ def test_an_upgrade_that_cannot_plan_is_still_destroyed_on_the_sandboxs_state(
 ) -> None:
     """The old code put back after a failed upgrade is initialised again before the
     teardown's destroy: the swap removed the copy's `.terraform` and override file."""
-    module = pytester.path / "repo" / "live"
-    module.mkdir(parents=True)
-    (module / "main.tf").write_text(LOCAL_BACKEND % live_state + RESOURCE)
-    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "v1"], ["tag", "v1"]):
-        subprocess.run(
-            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-            cwd=module.parent,
-            check=True,
-        )
+    module = tagged_v1(pytester.path / "repo" / "live", LOCAL_BACKEND % live_state + RESOURCE)
     (module / "main.tf").write_text(
         LOCAL_BACKEND % live_state + RESOURCE + 'output "broken" { value = var.missing }\n'
     )
