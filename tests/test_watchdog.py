@@ -20,6 +20,8 @@ import os, signal, subprocess, sys
 from pytest_iac import watchdog
 
 watchdog.STOP_GRACE = 2.0
+# A shell cannot trap a signal ignored when it started, as SIGINT is in a background job.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
 script = 'trap "echo $0 >> {log}; exit" INT; echo ready; while :; do sleep 0.05; done'
 groups = {{}}
 for name in ("first", "second", "third"):
