@@ -127,10 +127,6 @@ class DriftResult:
 # Checking
 
 
-class DriftCheckError(IacError):
-    """A live directory could not be checked: init or plan failed."""
-
-
 def check_drift(
     terraform: Terraform,
     live_dir: Path,
