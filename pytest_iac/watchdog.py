@@ -12,9 +12,9 @@ group's output pipes. When the socket closes while groups are still registered, 
 gone, and the watchdog stops them as pytest would have:
 
 - SIGINT to each group, as a Ctrl-C at a terminal: terraform saves its state, and the
-  provisioners in its group stop with it (an embedded worker stops its command itself when
-  its stdin closes). Not to a group pytest interrupted already: a second SIGINT makes
-  terraform exit at once, without saving;
+  provisioners in its group stop with it. Not to a group pytest interrupted already, nor to
+  an embedded worker's, which stops its command itself when its stdin closes: a second
+  interrupt makes terraform exit at once, without saving;
 - meanwhile it reads their output: a Go program whose standard output is a pipe nobody reads
   dies of SIGPIPE at its next line, before it saves its state;
 - once every pipe has closed, or after a grace period, SIGKILL to each group: whatever
@@ -151,7 +151,7 @@ def main(channel_fd: int, grace: float) -> int:
             if line.startswith(b"+"):  # +PGID NPIPES: its pipes came with it
                 pgid, count = map(int, line[1:].split())
                 groups[pgid], received = received[:count], received[count:]
-            elif line.startswith(b"!"):  # !PGID: interrupted already
+            elif line.startswith(b"!"):  # !PGID: interrupted already, or stops itself
                 interrupted.add(int(line[1:]))
             else:  # -PGID: ended
                 pgid = int(line[1:])
