@@ -47,6 +47,9 @@ class Change:
     before_sensitive: Any = field(default=None, repr=False)
     after_sensitive: Any = field(default=None, repr=False)
     action_reason: str | None = None
+    # False when only the address and action are known (a clean plan's refresh drift, named
+    # from `plan -json` messages): before and after were not read.
+    attributes_read: bool = True
 
     @property
     def action(self) -> Action:

@@ -37,6 +37,14 @@ _EXPLAINED = {
     "not-deployed": "Not deployed: no backend and no state, so there is nothing to compare "
     "the code with. Deploy it, or exclude it (ini `iac_live_exclude`).",
 }
+_CLEAN_WITH_DRIFT = (
+    "Clean: the plan changes nothing, but refresh found objects changed outside Terraform "
+    "in what the code does not manage (ignored attributes, say)."
+)
+
+
+# Said in place of the attributes of refresh drift named without them (`attributes_read`).
+NOT_READ = "attributes not read: the plan is clean; `terraform plan -refresh-only` shows them"
 
 
 def change_dict(change: Change) -> dict[str, Any]:
@@ -47,6 +55,7 @@ def change_dict(change: Change) -> dict[str, Any]:
         "attributes": [a.to_dict() for a in attribute_changes(change)]
         if change.action in ("update", "replace")
         else [],
+        "attributes_read": change.attributes_read,
     }
 
 
@@ -96,7 +105,7 @@ def _table_lines(result: DriftResult) -> Iterator[str]:
         yield f"  {'ADDRESS':<{width}}  {'ACTION':<7}  CHANGED"
         for change in changes:
             attributes = attribute_changes(change) if change.action in ("update", "replace") else []
-            names = ", ".join(a.path for a in attributes)
+            names = ", ".join(a.path for a in attributes) if change.attributes_read else NOT_READ
             yield f"  {change.address:<{width}}  {change.action:<7}  {names}".rstrip()
             for attribute in attributes:
                 yield f"  {'':<{width}}  {'':<7}    {attribute.describe(100)}"
@@ -209,9 +218,11 @@ def _drift_md(report: Mapping[str, Any]) -> str:
                 f"{c['state_drift']} | {c['output_changes']} |"
             )
     for r in report["directories"]:
-        if r["status"] == "clean":
+        if r["status"] == "clean" and not r["state_drift"]:
             continue
         lines += ["", f"### `{r['name']}`: {r['status']}", ""]
+        if r["status"] == "clean":
+            lines += [_CLEAN_WITH_DRIFT, ""]
         if r["status"] in _EXPLAINED:
             lines.append(_EXPLAINED[r["status"]])
             if r["status"] == "not-deployed":
@@ -277,6 +288,8 @@ def _changes_md(result: Mapping[str, Any]) -> list[str]:
         lines += [f"**{title}**", "", "| Address | Action | Changed |", "|---|---|---|"]
         for change in changes:
             attributes = "<br>".join(_attribute_md(a) for a in change["attributes"])
+            if not change.get("attributes_read", True):
+                attributes = _escape(NOT_READ)
             lines.append(f"| `{change['address']}` | {change['action']} | {attributes} |")
         lines.append("")
     outputs = result["output_changes"]

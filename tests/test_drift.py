@@ -630,6 +630,58 @@ def test_state_drift_from_an_out_of_band_change(
     )
 
 
+def test_state_drift_of_a_clean_plan_is_named_without_reading_the_plan_back(
+    pytester: pytest.Pytester,
+    live: Path,
+    deployed_storage: Deployed,
+    aws_provider_mirror: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tag changed behind Terraform's back on a bucket whose tags the code ignores: the plan
+    is clean (the check passes) and refresh found the change. The check names the object
+    from the plan's own messages and says how to see its attributes: reading the plan back
+    (`show -json`) would start the provider again, for a directory that passes."""
+    deployed = deployed_storage
+    for name, value in aws_env(deployed.endpoint).items():
+        monkeypatch.setenv(name, value)
+    (pytester.path / "modules/s3-bucket/ignore_tags_override.tf").write_text(
+        'resource "aws_s3_bucket" "this" {\n  lifecycle {\n    ignore_changes = [tags]\n  }\n}\n'
+    )
+    bucket = "acme-shop-assets-staging"
+    client = s3(deployed.endpoint)
+    tags = client.get_bucket_tagging(Bucket=bucket)["TagSet"]  # type: ignore[attr-defined]
+    changed = [*tags, {"Key": "Owner", "Value": "console"}]
+    client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": changed})  # type: ignore[attr-defined]
+    try:
+        result = drift(
+            pytester,
+            deployed,
+            "live/staging/storage",
+            f"--iac-provider-mirror={aws_provider_mirror}",
+            "--iac-report-json=drift.json",
+            "--iac-report-md=drift.md",
+            aws=True,
+        )
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines(
+            ["clean  live/staging/storage  (configuration 0, state 1, outputs 0)"]
+        )
+        [storage] = json.loads((pytester.path / "drift.json").read_text())["directories"]
+        assert storage["state_drift"] == [
+            {
+                "address": "module.assets.aws_s3_bucket.this",
+                "action": "update",
+                "reason": None,
+                "attributes": [],
+                "attributes_read": False,
+            }
+        ]
+        markdown = (pytester.path / "drift.md").read_text()
+        assert "terraform plan -refresh-only" in markdown
+    finally:
+        client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags})  # type: ignore[attr-defined]
+
+
 # Speed: the pool of terraform processes, and init reused across runs
 
 
