@@ -16,7 +16,7 @@ import shutil
 import stat
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -540,6 +540,20 @@ def test_require_trunk(pytester: pytest.Pytester, live: Path, deployed: Deployed
     assert "::drift" not in result.stdout.str()  # nothing was planned
 
 
+@contextlib.contextmanager
+def tags_changed_out_of_band(
+    endpoint: str, change: Callable[[list[dict[str, str]]], list[dict[str, str]]]
+) -> Iterator[None]:
+    """The staging bucket's tags changed with boto3, behind Terraform's back; restored after."""
+    bucket, client = "acme-shop-assets-staging", s3(endpoint)
+    tags = client.get_bucket_tagging(Bucket=bucket)["TagSet"]  # type: ignore[attr-defined]
+    client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": change(tags)})  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags})  # type: ignore[attr-defined]
+
+
 def test_state_drift_from_an_out_of_band_change(
     pytester: pytest.Pytester,
     live: Path,
@@ -554,15 +568,13 @@ def test_state_drift_from_an_out_of_band_change(
     deployed = deployed_storage
     for name, value in aws_env(deployed.endpoint).items():
         monkeypatch.setenv(name, value)
-    bucket = "acme-shop-assets-staging"
-    client = s3(deployed.endpoint)
-    tags = client.get_bucket_tagging(Bucket=bucket)["TagSet"]  # type: ignore[attr-defined]
-    changed = [
-        {"Key": t["Key"], "Value": "console" if t["Key"] == "ManagedBy" else t["Value"]}
-        for t in tags
-    ]
-    client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": changed})  # type: ignore[attr-defined]
-    try:
+    with tags_changed_out_of_band(
+        deployed.endpoint,
+        lambda tags: [
+            {"Key": t["Key"], "Value": "console" if t["Key"] == "ManagedBy" else t["Value"]}
+            for t in tags
+        ],
+    ):
         before = code_snapshot(pytester.path)
         result = drift(
             pytester,
@@ -604,8 +616,6 @@ def test_state_drift_from_an_out_of_band_change(
             "module.assets.aws_s3_bucket.this"
         ]
         assert code_snapshot(pytester.path) == before
-    finally:
-        client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags})  # type: ignore[attr-defined]
 
     # A lock file that pins another release: a new init key, so init runs again and says
     # that release is not in the mirror (a cached init would have planned with 5.100.0).
@@ -647,12 +657,9 @@ def test_state_drift_of_a_clean_plan_is_named_without_reading_the_plan_back(
     (pytester.path / "modules/s3-bucket/ignore_tags_override.tf").write_text(
         'resource "aws_s3_bucket" "this" {\n  lifecycle {\n    ignore_changes = [tags]\n  }\n}\n'
     )
-    bucket = "acme-shop-assets-staging"
-    client = s3(deployed.endpoint)
-    tags = client.get_bucket_tagging(Bucket=bucket)["TagSet"]  # type: ignore[attr-defined]
-    changed = [*tags, {"Key": "Owner", "Value": "console"}]
-    client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": changed})  # type: ignore[attr-defined]
-    try:
+    with tags_changed_out_of_band(
+        deployed.endpoint, lambda tags: [*tags, {"Key": "Owner", "Value": "console"}]
+    ):
         result = drift(
             pytester,
             deployed,
@@ -678,8 +685,6 @@ def test_state_drift_of_a_clean_plan_is_named_without_reading_the_plan_back(
         ]
         markdown = (pytester.path / "drift.md").read_text()
         assert "terraform plan -refresh-only" in markdown
-    finally:
-        client.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags})  # type: ignore[attr-defined]
 
 
 # Speed: the pool of terraform processes, and init reused across runs
