@@ -6,9 +6,11 @@ attribute by attribute, is `pytest_iac.plan`'s; how results are shown, `pytest_i
 `check_drift()` plans a live root module without writing anything into it or its state: the
 directory is copied (with the local modules it calls) into a working directory, where
 `init` (with the backend configuration), `plan -detailed-exitcode -lock=false -refresh=true
--out PLAN` and `show -json PLAN` run with TF_DATA_DIR there too. The working directory is
-removed afterwards: the plan file holds a copy of the state, and TF_DATA_DIR the backend
-configuration. Nothing is ever applied, no state is ever written, no lock is ever taken.
+-out PLAN` and `show -json PLAN` run with TF_DATA_DIR there too (checks of many directories
+first plan without `-out`, and plan again only where something changes). The working
+directory is removed afterwards: a plan file holds a copy of the state, and TF_DATA_DIR the
+backend configuration. Nothing is ever applied, no state is ever written, no lock is ever
+taken.
 
 `InitCache` (`pytest_iac.init_cache`) keeps what `init` made, keyed on what init reads, so
 directories that init alike share one init and a re-run reuses it; `DriftRun` plans many
@@ -149,11 +151,12 @@ def check_drift(
     nor state is "not-deployed" (nothing is run), and one whose state holds no resource
     "never-applied" rather than "drift". With `init_cache`, the result of
     an earlier `init` with the very same inputs is reused instead of running it again.
-    `quiet` keeps terraform's commands and output out of the log. Without `full_plan`, a
-    plan that changes nothing is not read back with `show -json`: its `Plan` holds only
-    what refresh found changed outside Terraform, by address and action
-    (`Change.attributes_read` is False), from the plan's own messages. That is one
-    terraform process less per clean directory, and no second start of its providers. `remove`
+    `quiet` keeps terraform's commands and output out of the log. Without `full_plan`, the
+    first plan writes no plan file and a clean one is not read back with `show -json`: its
+    `Plan` holds only what refresh found changed outside Terraform, by address and action
+    (`Change.attributes_read` is False), from the plan's own messages. A clean directory
+    then costs one plan and no second start of its providers; one whose plan changes
+    something is planned again with `-out` and read back. `remove`
     removes the working directory afterwards (default: at once, `shutil.rmtree`).
     """
     started = time.monotonic()
@@ -243,16 +246,35 @@ def _plan(
     state = live_dir / DEFAULT_STATE
     if state.is_file():
         shutil.copy2(state, module_dir / DEFAULT_STATE)
-    plan_file = workdir / "drift.tfplan"
-    plan_args = ["plan", "-detailed-exitcode", "-lock=false", "-refresh=true", f"-out={plan_file}"]
+    plan_args = ["plan", "-detailed-exitcode", "-lock=false", "-refresh=true"]
     # -json: its messages name what refresh found changed, which the exit code does not.
     plan_args.append("-json")
     if vars:
         var_file = workdir / "drift.tfvars.json"
         write_private(var_file, json.dumps(dict(vars), indent=2))
         plan_args.append(f"-var-file={var_file}")
+    if not full_plan:
+        # Most directories are clean: a first plan writes no plan file (a copy of the state,
+        # and ~10% of the plan's CPU); only one that changes something is planned again below.
+        planned = _run_plan(run, plan_args)
+        if planned.returncode == 0:
+            drift = _refresh_drift(planned.stdout)
+            return Plan(changes=[], drift=drift, outputs={}, raw={}), "clean"
+    plan_file = workdir / "drift.tfplan"
+    planned = _run_plan(run, [*plan_args, f"-out={plan_file}"])
+    status: Status = "drift" if planned.returncode == 2 else "clean"
+    data = run(["show", "-json", str(plan_file)]).json()
+    data = data if isinstance(data, dict) else {}
+    remember_plan(data)
+    if status == "drift" and not data.get("prior_state"):  # no resource in the state
+        status = "never-applied"
+    return Plan.from_json(data), status
+
+
+def _run_plan(run: Callable[[list[str], frozenset[int]], Any], args: list[str]) -> Any:
+    """`plan`, whose error (its output is JSON messages) reads as terraform prints it."""
     try:
-        planned = run(plan_args, frozenset({0, 2}))
+        return run(args, frozenset({0, 2}))
     except TerraformError as error:
         raise TerraformError(
             error.command,
@@ -262,17 +284,6 @@ def _plan(
             module=error.module,
             hint=error.hint,
         ) from None
-    status: Status = "drift" if planned.returncode == 2 else "clean"
-    if status == "clean" and not full_plan:
-        # Reading the plan back starts every provider again (hashicorp/aws: ~1.5 s of CPU)
-        # for a directory that passes: what refresh found is named from plan's messages.
-        return Plan(changes=[], drift=_refresh_drift(planned.stdout), outputs={}, raw={}), status
-    data = run(["show", "-json", str(plan_file)]).json()
-    data = data if isinstance(data, dict) else {}
-    remember_plan(data)
-    if status == "drift" and not data.get("prior_state"):  # no resource in the state
-        status = "never-applied"
-    return Plan.from_json(data), status
 
 
 def _messages(output: str) -> Iterator[dict[str, Any]]:

@@ -773,6 +773,36 @@ def test_pool_plans_directories_at_once_and_keeps_errors_per_item(
     assert {line.split("]")[0] for line in live_log(result)} == {"[drift live/b"}
 
 
+def test_a_clean_directory_costs_one_plan_and_no_plan_file(
+    pytester: pytest.Pytester, iac_home: Path
+) -> None:
+    """A check of many directories plans each once without `-out`: most are clean, and a
+    plan file is a copy of the state. Only a directory whose plan changes something is
+    planned again with `-out` and read back, for the table of what changes."""
+    apply_live(pytester, "clean", LOCAL_LIVE % "clean")
+    changed = apply_live(pytester, "changed", LOCAL_LIVE % "changed")
+    (changed / "main.tf").write_text((LOCAL_LIVE % "changed").replace("count = 20", "count = 21"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", "-m", "drift", "live")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*drift in live/changed*", "*terraform_data.r?20?  create"])
+    log = live_log(result)
+    commands = {
+        name: [
+            line.split("$ terraform ")[1].split()[0]
+            for line in log
+            if line.startswith(f"[drift live/{name}] $ terraform ")
+        ]
+        for name in ("clean", "changed")
+    }
+    # The two share one init (they init alike): whichever ran it, init is not the point.
+    assert [c for c in commands["clean"] if c != "init"] == ["plan"], log
+    # Then read back with `show -json`, which is not logged (its output is the whole plan).
+    assert [c for c in commands["changed"] if c != "init"] == ["plan", "plan"], log
+    plans = [line for line in log if "$ terraform plan" in line]
+    assert ["-out=" in line for line in plans].count(True) == 1, plans
+    assert leftovers(iac_home) == []
+
+
 def cache_entries(iac_home: Path) -> list[Path]:
     return sorted(p for p in iac_home.glob("projects/*/init-cache/*") if p.is_dir())
 
