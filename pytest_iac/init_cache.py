@@ -15,6 +15,7 @@ key of every file byte and the directory's own path, as if nothing were shared.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -284,8 +285,11 @@ def init_inputs(source: Path, module_dir: Path | None = None) -> list[Any] | Non
     return [*files, *([where, sorted(read)] for where, read in sorted(read_in.items()))]
 
 
-def _read_by_init(text: str) -> set[str] | None:
-    """The parts of a `.tf` file that decide what init does; None if it cannot be read."""
+@functools.lru_cache(maxsize=512)
+def _read_by_init(text: str) -> frozenset[str] | None:
+    """The parts of a `.tf` file that decide what init does; None if it cannot be read.
+
+    Cached on the text: a module that a hundred live directories call is read once a run."""
     try:
         # `provider::aws::arn_parse(...)`: init installs the provider of a function.
         functions = (n.split("::")[1] for n in hcl.names(text) if n.startswith("provider::"))
@@ -317,7 +321,7 @@ def _read_by_init(text: str) -> set[str] | None:
     except hcl.HclError:
         return None
     # How many resources imply a provider, and in which order, does not matter to init.
-    return {json.dumps(entry) for entry in read}
+    return frozenset(json.dumps(entry) for entry in read)
 
 
 def _attributes(body: str) -> dict[str, str]:
