@@ -226,8 +226,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             state.vcs = vcs.require_trunk(state.require_trunk, sorted(watched), start)
         except IacError as error:
             raise pytest.UsageError(str(error)) from None
-    else:
-        state.vcs = vcs.describe(start)
 
 
 def backend_files(config: pytest.Config) -> list[Path]:
@@ -549,7 +547,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         engine = None
     changes = config.stash.get(CHANGES_KEY, None)
     promotion = config.stash.get(PROMOTION_KEY, None)  # beside the drift results
-    if state.vcs is None and promotion is not None:
+    if state.vcs is None:
+        # Asked only now, for the reports: a drift run never writes into the tree, and a
+        # run without reports never loads GitPython nor waits for git before planning.
         state.vcs = vcs.describe(config.rootpath)
     document = reports.document(
         state.results,

@@ -803,6 +803,28 @@ def test_a_clean_directory_costs_one_plan_and_no_plan_file(
     assert leftovers(iac_home) == []
 
 
+def test_git_is_asked_only_for_the_reports(pytester: pytest.Pytester, iac_home: Path) -> None:
+    """The commit, branch and dirty flag are for the reports: a run without them never loads
+    GitPython nor waits for git before its first plan."""
+    apply_live(pytester, "a", LOCAL_LIVE % "a")
+    pytester.makeconftest(
+        "import sys\n\n"
+        "def pytest_unconfigure(config):\n"
+        "    open('git-loaded', 'w').write(str('git' in sys.modules))\n"
+    )
+    git.Repo.init(pytester.path, initial_branch="trunk")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-m", "drift", "live")
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "git-loaded").read_text() == "False"
+
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-m", "drift", "live", "--iac-report-json=drift.json"
+    )
+    result.assert_outcomes(passed=1)
+    report = json.loads((pytester.path / "drift.json").read_text())
+    assert report["vcs"] == {"commit": None, "branch": "trunk", "dirty": True}
+
+
 def cache_entries(iac_home: Path) -> list[Path]:
     return sorted(p for p in iac_home.glob("projects/*/init-cache/*") if p.is_dir())
 
