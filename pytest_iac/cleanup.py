@@ -28,6 +28,7 @@ from pathlib import Path
 from pytest_iac.engine import EMBEDDED, Engine, Settings, Terraform, find_engine
 from pytest_iac.errors import IacError, TerraformError
 from pytest_iac.ledger import Damaged, Entry, Ledger, Record, lock_is_held, other_ledgers
+from pytest_iac.sandbox import finish_unsaved, unsaved_state
 
 COMMAND = "pytest --iac-cleanup"
 LOCK_WAIT = 10.0  # seconds to wait for a terraform that still holds a deployment's state lock
@@ -178,6 +179,16 @@ def _checked(
     problem = ledger.check(record)
     if problem:
         raise Refused(f"{problem}; pytest-iac acts only in working directories it made")
+    unsaved = unsaved_state(Path(record.module_dir))
+    if unsaved:  # a destroy would miss what is only there
+        env = _data_dir_env(record.tf_data_dir, record.module_dir)
+        raise Refused(
+            f"Terraform could not save its state: {unsaved}",
+            "The record is kept. Once the state's backend takes writes again, put what "
+            f"Terraform made back into the state:\n  "
+            f"{finish_unsaved(Path(record.module_dir), record.engine, env)}\n"
+            f"then run {COMMAND} again.",
+        )
     engine = engines.get(record.engine)
     state = _local_state(record)
     if state is not None:

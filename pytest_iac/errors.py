@@ -75,6 +75,11 @@ class DestroyError(TerraformError):
     """A destroy failed: the state and working directory are kept for a manual clean-up."""
 
 
+class UnsavedStateError(IacError):
+    """Terraform could not save a deployment's state (it wrote errored.tfstate): nothing is
+    destroyed, the working directory and the ledger record are kept."""
+
+
 def _pytest_iac_way(output: str) -> str | None:
     """Terraform advises `-var` / `-var-file`, which a test cannot pass: say what it can."""
     if "-var-file" not in output:

@@ -20,7 +20,7 @@ from _pytest.mark.expression import Expression
 
 from pytest_iac import shared, signals, tfconfig
 from pytest_iac.advice import failed_deployment, unexpected_keyword
-from pytest_iac.errors import DestroyError, IacError, IacWarning
+from pytest_iac.errors import DestroyError, IacError, IacWarning, UnsavedStateError
 from pytest_iac.plan import Plan
 from pytest_iac.run import IacRun
 from pytest_iac.sandbox import Stack
@@ -230,7 +230,7 @@ def _teardown(
                     interrupted, partial(signals.tell, request.config), f"destroying {stack.source}"
                 ) as shield:
                     stack.destroy()
-            except DestroyError as error:
+            except (DestroyError, UnsavedStateError) as error:
                 run.failed.append(stack)
                 errors.append(str(error))
             except BaseException as error:  # an interrupt or a timeout stopped the destroy

@@ -28,7 +28,13 @@ from typing import Any, Literal
 
 from pytest_iac import redact
 from pytest_iac.engine import Result, Terraform
-from pytest_iac.errors import DestroyError, IacError, TerraformError, TerraformTimeoutError
+from pytest_iac.errors import (
+    DestroyError,
+    IacError,
+    TerraformError,
+    TerraformTimeoutError,
+    UnsavedStateError,
+)
 from pytest_iac.init_cache import InitCache
 from pytest_iac.plan import Plan
 from pytest_iac.tfconfig import is_module_dir, read_module
@@ -46,6 +52,9 @@ _PLAN_VAR_FILE = "pytest-iac-plan.tfvars.json"  # a plan's variables: `plan(vars
 Event = Literal["before-plan", "before-apply", "not-applied", "before-destroy", "destroyed"]
 Hook = Callable[[Event, "Stack"], None]
 _BACKEND_FILE = "pytest-iac.tfbackend"
+# Where Terraform writes a state it could not save (its backend refused it, its file could
+# not be written): the directory it runs in, the module's copy. It holds resources that exist.
+ERRORED_STATE = "errored.tfstate"
 
 # The deployment's own state. Terraform merges override files over the configuration in
 # the order of their names, and a backend block in one replaces any backend or `cloud` block
@@ -256,6 +265,7 @@ class Stack:
         On failure the state and working directory stay, and the error says how to finish.
         """
         if self._applied:
+            self._refuse_unsaved_state()
             self._notify("before-destroy")
             try:
                 self._init()  # after a failed upgrade, the code put back is not initialised
@@ -267,26 +277,50 @@ class Stack:
                     self._notify("destroyed")
                     shutil.rmtree(self.workdir, ignore_errors=True)
                     return
+                unsaved = unsaved_state(self.module_dir)
                 raise DestroyError(
                     error.command,
                     error.cwd,
                     error.returncode,
                     error.output,
                     module=str(self.source),
-                    hint="The state and working directory are kept. To finish the clean-up, run "
-                    "`pytest --iac-cleanup` in the project (it destroys what its ledger lists), "
-                    f"or by hand:\n  {self.destroy_command()}",
+                    hint=self._finish_unsaved(unsaved)
+                    if unsaved
+                    else "The state and working directory are kept. To finish the clean-up, "
+                    "run `pytest --iac-cleanup` in the project (it destroys what its ledger "
+                    f"lists), or by hand:\n  {self.destroy_command()}",
                 ) from None
         self.destroyed = True
         self._notify("destroyed")
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _state_is_empty(self) -> bool:
-        """True only when terraform itself says the state holds no resources."""
+        """True only when terraform itself says the state holds no resources, and no state
+        Terraform could not save (errored.tfstate) holds any."""
+        if unsaved_state(self.module_dir):
+            return False
         try:
             return not self.resources
         except TerraformError:
             return False
+
+    def _refuse_unsaved_state(self) -> None:
+        """A destroy would miss what Terraform made but could not save: keep everything."""
+        unsaved = unsaved_state(self.module_dir)
+        if unsaved:
+            raise UnsavedStateError(
+                f"Terraform could not save the state of {self.source}: {unsaved}. Nothing was "
+                f"destroyed. {self._finish_unsaved(unsaved)}"
+            )
+
+    def _finish_unsaved(self, unsaved: str) -> str:
+        env = {"TF_DATA_DIR": str(self.data_dir)} if "TF_DATA_DIR" in self.env else {}
+        return (
+            "The working directory and the ledger record are kept. Once the state's backend "
+            "takes writes again, put what Terraform made back into the state:\n  "
+            f"{finish_unsaved(self.module_dir, self.terraform.engine.argv, env)}\n"
+            f"then run `pytest --iac-cleanup` in the project (it destroys what its ledger lists)"
+        )
 
     def destroy_command(self) -> str:
         """A shell command that destroys this deployment by hand."""
@@ -488,6 +522,35 @@ def check_module(source: Path) -> None:
         raise IacError(f"module path {source} is not a directory")
     if not is_module_dir(source):
         raise IacError(f"module path {source} has no .tf files: is it a Terraform module?")
+
+
+def unsaved_state(module_dir: Path) -> str | None:
+    """What the errored.tfstate in `module_dir` holds, said for a user, when it holds (or,
+    unreadable, may hold) resources; None when there is none or it holds no resources."""
+    path = module_dir / ERRORED_STATE
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        resources = [r for r in data.get("resources") or () if r.get("mode") == "managed"]
+        count = sum(len(r.get("instances") or ()) for r in resources)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, AttributeError, TypeError):
+        return f"{path} cannot be read as a state, and may hold resources Terraform made"
+    if not count:
+        return None
+    return (
+        f"{path} holds {count} resource{'s' if count > 1 else ''} Terraform made but could not "
+        "save to the deployment's state"
+    )
+
+
+def finish_unsaved(module_dir: Path, engine_argv: Sequence[str], env: Mapping[str, str]) -> str:
+    """A shell command that pushes an errored.tfstate into the deployment's state, then moves
+    it aside (once pushed, what it holds is in the state a destroy reads)."""
+    assignments = "".join(f"{k}={shlex.quote(v)} " for k, v in env.items())
+    push = shlex.join([*engine_argv, "state", "push", ERRORED_STATE])
+    pushed = f"mv {ERRORED_STATE} {ERRORED_STATE}.pushed"
+    return f"cd {shlex.quote(str(module_dir))} && {assignments}{push} && {pushed}"
 
 
 def _resources(module: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:

@@ -21,16 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from pytest_iac.plan import Plan
-from pytest_iac.sandbox import OWN_STATE_FILE, Stack
+from pytest_iac.sandbox import ERRORED_STATE, OWN_STATE_FILE, Stack
 from pytest_iac.vcs import ModuleAtRef, RefError, module_at, write_module
 from pytest_iac.workspace import copy_module
 
 __all__ = ["ModuleAtRef", "RefError", "UpgradeStack", "module_at"]
 
-# What a deployment keeps beside its code: the local backend's state (and workspaces), and
-# the override file that keeps it there (never a moment without: a `terraform init` by hand
-# in the copy would otherwise configure the module's own backend).
-_KEPT = {"terraform.tfstate", "terraform.tfstate.backup", "terraform.tfstate.d", OWN_STATE_FILE}
+# What a deployment keeps beside its code: the local backend's state (and workspaces), a
+# state Terraform could not save, and the override file that keeps the state there (never a
+# moment without: a `terraform init` by hand in the copy would otherwise configure the
+# module's own backend).
+_KEPT = {
+    *("terraform.tfstate", "terraform.tfstate.backup", "terraform.tfstate.d"),
+    *(ERRORED_STATE, OWN_STATE_FILE),
+}
 
 
 class UpgradeStack(Stack):

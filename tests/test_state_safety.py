@@ -8,19 +8,23 @@ is refused before anything is applied. Variables are checked before anything is 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import leftovers
 
 from pytest_iac.errors import IacError
-from pytest_iac.sandbox import var_file_text
+from pytest_iac.sandbox import unsaved_state, var_file_text
 
 RESOURCE = """
 resource "terraform_data" "x" { input = "made here" }
@@ -456,3 +460,116 @@ def test_var_file_text_names_what_json_cannot_hold(vars: object, message: str) -
 def test_var_file_text_keeps_every_json_type() -> None:
     values = {"s": "a", "n": 1, "f": 0.5, "b": True, "none": None, "t": (1, "2"), "m": {"k": []}}
     assert json.loads(var_file_text(values)) == {**values, "t": [1, "2"]}
+
+
+class _StateServer(http.server.BaseHTTPRequestHandler):
+    """Terraform's `http` backend's other end: GET the state, POST a new one (refused while
+    `server.refuse_writes`), the way a remote backend fails when Terraform cannot save."""
+
+    server: _StateHTTPServer
+
+    def do_GET(self) -> None:
+        body = self.server.state
+        self.send_response(200 if body else 404)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if not self.server.refuse_writes:
+            self.server.state = body
+        self.send_response(500 if self.server.refuse_writes else 200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _StateHTTPServer(http.server.ThreadingHTTPServer):
+    state = b""
+    refuse_writes = True
+
+
+@pytest.fixture
+def state_server() -> Iterator[_StateHTTPServer]:
+    server = _StateHTTPServer(("127.0.0.1", 0), _StateServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_resources_terraform_could_not_save_stay_in_errored_tfstate_and_the_ledger(
+    pytester: pytest.Pytester, engine: str, iac_home: Path, state_server: _StateHTTPServer
+) -> None:
+    """The backend refuses the state after the apply made a resource: Terraform writes it to
+    errored.tfstate. The deployment is kept, and the message says how to finish."""
+    (pytester.path / "app").mkdir()
+    (pytester.path / "app" / "main.tf").write_text(
+        'terraform {\n  backend "http" {}\n}\n' + RESOURCE
+    )
+    address = f"http://127.0.0.1:{state_server.server_address[1]}/state"
+    pytester.makepyfile(
+        f"""
+def test_app(iac_deploy):
+    iac_deploy("app", backend_config={{"address": "{address}"}})
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--iac-binary={engine}")
+    result.assert_outcomes(failed=1, errors=1)
+    [errored] = iac_home.rglob("errored.tfstate")
+    assert len(resource_ids(errored)) == 1  # made, and saved nowhere else
+    result.stdout.fnmatch_lines(
+        [
+            f"*Terraform could not save the state of *app: {errored} holds 1 resource*",
+            f"*cd {errored.parent} && *state push errored.tfstate && "
+            "mv errored.tfstate errored.tfstate.pushed",
+        ]
+    )
+    [record] = ledger_records(iac_home)
+
+    cleanup = pytester.runpytest("-p", "no:cacheprovider", "--iac-cleanup")
+    assert cleanup.ret != 0
+    cleanup.stdout.fnmatch_lines([f"REFUSED *: {errored} holds 1 resource*"])
+    assert errored.exists()
+    assert record.exists()
+
+    state_server.refuse_writes = False  # the backend is back: finish as the message says
+    [finish] = {line.strip() for line in cleanup.outlines if "state push" in line}
+    subprocess.run(["sh", "-c", finish], check=True, capture_output=True)
+    pytester.runpytest("-p", "no:cacheprovider", "--iac-cleanup").stdout.fnmatch_lines(
+        ["*1 destroyed, 0 failed*"]
+    )
+    assert json.loads(state_server.state)["resources"] == []
+    assert leftovers(iac_home) == []
+    assert ledger_records(iac_home) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (None, None),
+        ('{"version": 4, "resources": []}', None),
+        ('{"resources": [{"mode": "data", "instances": [{}]}]}', None),
+        (
+            '{"resources": [{"mode": "managed", "instances": [{}, {}]}]}',
+            "{path} holds 2 resources Terraform made but could not save to the deployment's state",
+        ),
+        ('{"resources": [', "{path} cannot be read as a state, and may hold resources *"),
+        ("[]", "{path} cannot be read as a state, and may hold resources *"),
+    ],
+)
+def test_unsaved_state_counts_resources_and_distrusts_what_it_cannot_read(
+    tmp_path: Path, text: str | None, shown: str | None
+) -> None:
+    path = tmp_path / "errored.tfstate"
+    if text is not None:
+        path.write_text(text)
+    said = unsaved_state(tmp_path)
+    if shown is None:
+        assert said is None
+    else:
+        assert said is not None
+        assert fnmatch.fnmatch(said, shown.format(path=path))
