@@ -36,7 +36,7 @@ from typing import Any, Literal
 from pytest_iac import report, tfconfig
 from pytest_iac.engine import Terraform
 from pytest_iac.errors import IacError, TerraformError
-from pytest_iac.init_cache import InitCache
+from pytest_iac.init_cache import InitCache, InitCall
 from pytest_iac.live import DEFAULT_STATE, has_state, relative_name
 from pytest_iac.plan import Change, OutputChange, Plan
 from pytest_iac.redact import redact, redact_value, remember, remember_plan, remember_variables
@@ -234,13 +234,16 @@ def _plan(
         )
 
     init = ["init", *_backend_args(module_dir, workdir, backend_config)]
+    how = "ran"
     if init_cache is None:
         run(init)
     else:
-        key = init_cache.key(terraform, live_dir, workdir, module_dir, init, run_env)
-        reused = init_cache.init(key, data_dir, module_dir, lambda: run(init))
-        if reused and not quiet:
-            log.info("[drift %s] init reused from %s", name, init_cache.directory / key)
+        call = InitCall(terraform, live_dir, workdir, module_dir, init, run_env)
+        key, shared = init_cache.key(call), init_cache.shared_init(call)
+        how = init_cache.init(key, data_dir, module_dir, lambda: run(init), shared)
+        if how != "ran" and not quiet:
+            entry = init_cache.directory / (shared.key if shared and how == "shared" else key)
+            log.info("[drift %s] init %s from %s", name, how, entry)
     # A local backend's default state sits beside the code and is not copied along with it.
     # Copied after init: the cache never holds a copy of a state.
     state = live_dir / DEFAULT_STATE
@@ -253,15 +256,31 @@ def _plan(
         var_file = workdir / "drift.tfvars.json"
         write_private(var_file, json.dumps(dict(vars), indent=2))
         plan_args.append(f"-var-file={var_file}")
+
+    def plan(args: list[str]) -> Any:
+        nonlocal how
+        try:
+            return _run_plan(run, args)
+        except TerraformError as error:
+            if how != "shared" or _REINIT not in error.output or init_cache is None:
+                raise
+            # This engine checks more of the backend than the block: init, and share no more.
+            log.info("[drift %s] %s: init runs after all", name, _REINIT)
+            init_cache.refuse_sharing()
+            shutil.rmtree(data_dir, ignore_errors=True)
+            how = "ran"
+            run(init)
+            return _run_plan(run, args)
+
     if not full_plan:
         # Most directories are clean: a first plan writes no plan file (a copy of the state,
         # and ~10% of the plan's CPU); only one that changes something is planned again below.
-        planned = _run_plan(run, plan_args)
+        planned = plan(plan_args)
         if planned.returncode == 0:
             drift = _refresh_drift(planned.stdout)
             return Plan(changes=[], drift=drift, outputs={}, raw={}), "clean"
     plan_file = workdir / "drift.tfplan"
-    planned = _run_plan(run, [*plan_args, f"-out={plan_file}"])
+    planned = plan([*plan_args, f"-out={plan_file}"])
     status: Status = "drift" if planned.returncode == 2 else "clean"
     data = run(["show", "-json", str(plan_file)]).json()
     data = data if isinstance(data, dict) else {}
@@ -298,6 +317,8 @@ def _messages(output: str) -> Iterator[dict[str, Any]]:
                 yield message
 
 
+# What a plan says when the backend set up in TF_DATA_DIR is not the one in the code.
+_REINIT = "Backend initialization required"
 # How `plan -json` messages name actions, as `show -json` lists them.
 _MESSAGE_ACTIONS = {"replace": ("delete", "create"), "noop": ("no-op",)}
 

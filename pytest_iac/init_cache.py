@@ -20,16 +20,19 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pytest_iac import hcl, tfconfig
 from pytest_iac.engine import Terraform
+from pytest_iac.workspace import write_private
 
 log = logging.getLogger("pytest_iac")
 
@@ -75,6 +78,82 @@ def _dangling_links(directory: Path) -> bool:
     return False
 
 
+# A setting in a `*.tfbackend` file that init keeps as written: no escape, no template.
+_PLAIN_STRING = re.compile(r'"[^"\\$%\n]*"')
+_BACKEND_STATE = "terraform.tfstate"  # in TF_DATA_DIR: the backend init set up
+
+
+@dataclass(frozen=True)
+class InitCall:
+    """An `init` to key: ARGS in `module_dir`, the copy of the module or live directory
+    `original` under `workdir/src` (with the local modules it calls), with `env`."""
+
+    terraform: Terraform
+    original: Path
+    workdir: Path
+    module_dir: Path
+    args: Sequence[str]
+    env: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class SharedInit:
+    """One init for directories whose backend settings differ only in plain strings.
+
+    A hundred live directories alike but for the state key (or local state path) that each
+    gives in its `*.tfbackend` file differ, to init, only there. Terraform keeps the
+    settings it was given in TF_DATA_DIR's `terraform.tfstate` (`backend.config`) and checks
+    before each plan that the backend block in the code is the one initialised (a hash of
+    the block, which `-backend-config` does not enter). So after one directory's init,
+    another's is its entry with those strings set to its own: what its own init would have
+    written. Only plain strings are set (no escape, no `${`), each only where init was seen
+    to keep the string as given; everything else must be equal (part of `key`). An engine
+    that checks more refuses such a backend ("Backend initialization required"): the caller
+    then runs init and calls `InitCache.refuse_sharing()`.
+    """
+
+    key: str
+    strings: Mapping[str, str]  # this directory's plain-string settings
+
+
+def _relative_backend_arg(arg: str, workdir: Path, module_dir: Path) -> str:
+    name, _, value = arg.partition("=")
+    if name != "-backend-config" or not Path(value).is_relative_to(workdir):
+        return arg
+    return f"{name}={os.path.relpath(value, module_dir)}"
+
+
+def _digest(inputs: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _backend_config(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """TF_DATA_DIR's backend file, and its `backend.config`; None if it is not as expected."""
+    try:
+        data = json.loads((data_dir / _BACKEND_STATE).read_text(encoding="utf-8"))
+        config = data["backend"]["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (data, config) if isinstance(config, dict) else None
+
+
+def _backend_strings(data_dir: Path, strings: Mapping[str, str]) -> bool:
+    """Did init keep each of `strings` exactly as given?"""
+    found = _backend_config(data_dir)
+    return found is not None and all(found[1].get(n) == v for n, v in strings.items())
+
+
+def _rewrite_backend_strings(data_dir: Path, strings: Mapping[str, str]) -> bool:
+    """Set `strings` in TF_DATA_DIR's backend settings (a copy of an entry's)."""
+    found = _backend_config(data_dir)
+    if found is None or not all(isinstance(found[1].get(n), str) for n in strings):
+        return False
+    data, config = found
+    config.update(strings)
+    write_private(data_dir / _BACKEND_STATE, json.dumps(data, indent=2))
+    return True
+
+
 class InitCache:
     """What `init` made, reused while nothing that init reads changed.
 
@@ -106,25 +185,65 @@ class InitCache:
         self._claims: dict[str, threading.Lock] = {}
         self._claims_lock = threading.Lock()
         self._pruned = False  # once a run: each prune looks at every entry
+        self._sharing_refused = False
 
-    def key(
-        self,
-        terraform: Terraform,
-        original: Path,
-        workdir: Path,
-        module_dir: Path,
-        init_args: Sequence[str],
-        env: Mapping[str, str],
-    ) -> str:
-        """The entry for an init of `module_dir`, the copy of the module or live directory
-        `original` under `workdir/src` (with the local modules it calls)."""
+    def key(self, call: InitCall) -> str:
+        """The entry for `call`."""
+        inputs, _ = self._inputs(call)
+        return _digest(inputs)
+
+    def shared_init(self, call: InitCall) -> SharedInit | None:
+        """The entry that directories whose backend settings differ only in plain strings
+        may share (see `SharedInit`); None when there is nothing such to share."""
+        if self._sharing_refused:
+            return None
+        inputs, files = self._inputs(call)
+        if "read" not in inputs:  # the reader cannot vouch for what init reads
+            return None
+        settings: dict[str, str] = {}
+        for file in files:  # in init's order: a later file's setting wins
+            read = tfconfig.backend_settings(file)
+            if read is None:
+                return None
+            settings.update(read)
+        strings = {n: e[1:-1] for n, e in settings.items() if _PLAIN_STRING.fullmatch(e)}
+        if not strings:
+            return None
+        inputs["backend_config_files"] = {
+            name: "<a plain string>" if name in strings else expression
+            for name, expression in settings.items()
+        }
+        # Named as init is given them, from where it runs: the same in every such directory.
+        inputs["args"] = [
+            _relative_backend_arg(a, call.workdir, call.module_dir) for a in call.args
+        ]
+        given = {os.path.relpath(f, call.module_dir) for f in files}
+        inputs["read"] = [
+            [entry[0], "<settings>"] if entry[0] in given else entry for entry in inputs["read"]
+        ]
+        return SharedInit(_digest({"shared": inputs}), strings)
+
+    def refuse_sharing(self) -> None:
+        """Share no more inits this run: the engine refused a backend set up by rewriting."""
+        self._sharing_refused = True
+
+    def _inputs(self, call: InitCall) -> tuple[dict[str, Any], list[Path]]:
+        """What init reads, for a key; and the `-backend-config` files, in order."""
+        terraform, workdir, module_dir, env = (
+            call.terraform,
+            call.workdir,
+            call.module_dir,
+            call.env,
+        )
         source = workdir / "src"
         config_files = []
+        files = []
         args = []
-        for arg in init_args:
+        for arg in call.args:
             if arg.startswith("-backend-config="):
                 value = Path(arg.partition("=")[2])
                 if value.is_file():
+                    files.append(value)
                     config_files.append(_file_digest(value))
                     value_text = str(value).replace(str(workdir), "<workdir>")
                     arg = f"-backend-config={value_text}"
@@ -147,14 +266,13 @@ class InitCache:
         if read is not None:
             inputs["read"] = read
         else:
-            inputs["original"] = str(original)
+            inputs["original"] = str(call.original)
             inputs["files"] = [
                 [p.relative_to(source).as_posix(), _file_digest(p) if p.is_file() else "link"]
                 for p in sorted(source.rglob("*"))
                 if p.is_file() or p.is_symlink()
             ]
-        digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode())
-        return digest.hexdigest()[:32]
+        return inputs, files
 
     def _fresh(self, entry: Path) -> bool:
         try:
@@ -162,23 +280,45 @@ class InitCache:
         except OSError:
             return False
 
-    def init(self, key: str, data_dir: Path, module_dir: Path, run_init: Callable[[], Any]) -> bool:
+    def init(
+        self,
+        key: str,
+        data_dir: Path,
+        module_dir: Path,
+        run_init: Callable[[], Any],
+        shared: SharedInit | None = None,
+    ) -> Literal["ran", "reused", "shared"]:
         """Put what init made for `key` in place, calling `run_init` (and keeping what it
-        made) only when no entry has it; True when an entry was reused.
+        made) only when no entry has it: "reused" when the entry was there, "shared" when
+        `shared`'s entry was, its backend settings rewritten (`SharedInit`), else "ran".
 
         `data_dir` is the TF_DATA_DIR and `module_dir` the directory init runs in. Callers
-        with the same key wait for the one running init, then reuse its entry.
+        with the same key (or shared key) wait for the one running init, then use its entry.
         """
-        if self.restore(key, data_dir, module_dir):
-            return True
+        if found := self._use(key, data_dir, module_dir, shared):
+            return found
         with self._claims_lock:
-            claim = self._claims.setdefault(key, threading.Lock())
+            claim = self._claims.setdefault(shared.key if shared else key, threading.Lock())
         with claim:
-            if self.restore(key, data_dir, module_dir):  # made while this one waited
-                return True
+            if found := self._use(key, data_dir, module_dir, shared):  # made while it waited
+                return found
             run_init()
             self.store(key, data_dir, module_dir)
-            return False
+            if shared is not None and _backend_strings(data_dir, shared.strings):
+                self.store(shared.key, data_dir, module_dir)
+            return "ran"
+
+    def _use(
+        self, key: str, data_dir: Path, module_dir: Path, shared: SharedInit | None
+    ) -> Literal["reused", "shared"] | None:
+        if self.restore(key, data_dir, module_dir):
+            return "reused"
+        if shared is None or not self.restore(shared.key, data_dir, module_dir):
+            return None
+        if _rewrite_backend_strings(data_dir, shared.strings):
+            return "shared"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        return None
 
     def restore(self, key: str, data_dir: Path, module_dir: Path) -> bool:
         """Put entry `key` in place, as init would have left it; False on a miss."""

@@ -35,7 +35,7 @@ from pytest_iac.errors import (
     TerraformTimeoutError,
     UnsavedStateError,
 )
-from pytest_iac.init_cache import InitCache
+from pytest_iac.init_cache import InitCache, InitCall
 from pytest_iac.plan import Plan
 from pytest_iac.tfconfig import is_module_dir, read_module
 from pytest_iac.workspace import copy_module, write_private
@@ -357,9 +357,9 @@ class Stack:
         else:
             cache = self.init_cache
             key = cache.key(
-                self.terraform, self.source, self.workdir, self.module_dir, args, self.env
+                InitCall(self.terraform, self.source, self.workdir, self.module_dir, args, self.env)
             )
-            if cache.init(key, self.data_dir, self.module_dir, lambda: self._run(args)):
+            if cache.init(key, self.data_dir, self.module_dir, lambda: self._run(args)) != "ran":
                 log.info("[%s] init reused from %s", self.workdir.name, cache.directory / key)
         if not self.backend_config:
             self._check_own_state()

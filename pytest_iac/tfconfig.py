@@ -386,6 +386,20 @@ def read_var_file(path: Path) -> VarFile:
         return VarFile(path, unreadable=str(error) or type(error).__name__)
 
 
+def backend_settings(path: Path) -> dict[str, str] | None:
+    """The settings of a `*.tfbackend` file (`-backend-config`) as written: each name with
+    its expression's text, in the file's order; None when it cannot be read."""
+    try:
+        settings: dict[str, str] = {}
+        for item in hcl.items(path.read_text(encoding="utf-8")):
+            if isinstance(item, hcl.Block):
+                return None
+            settings[item.name] = item.expression.strip()
+        return settings
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # HclError
+        return None
+
+
 # One file, HCL or JSON, as blocks with attributes
 
 

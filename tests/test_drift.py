@@ -825,6 +825,96 @@ def test_git_is_asked_only_for_the_reports(pytester: pytest.Pytester, iac_home: 
     assert report["vcs"] == {"commit": None, "branch": "trunk", "dirty": True}
 
 
+NAMED_STATE_LIVE = """
+terraform {
+  backend "local" {}
+}
+
+resource "terraform_data" "r" {
+  count = 3
+  input = "%s-${count.index}"
+}
+"""
+
+
+def apply_with_own_state(pytester: pytest.Pytester, name: str) -> Path:
+    """A live directory whose `backend.tfbackend` names a state path of its own, applied."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("needs the terraform binary to deploy the live directory")
+    live = pytester.path / "live" / name
+    live.mkdir(parents=True)
+    (live / "main.tf").write_text(NAMED_STATE_LIVE % name)
+    state = pytester.path / "states" / f"{name}.tfstate"
+    (live / "backend.tfbackend").write_text(f'path = "{state}"\n')
+    env = {**os.environ, "TF_DATA_DIR": str(pytester.path / "deploy-tfdata" / name)}
+    for args in (["init", "-backend-config=backend.tfbackend"], ["apply", "-auto-approve"]):
+        subprocess.run(
+            [terraform, *args, "-no-color"], cwd=live, env=env, check=True, capture_output=True
+        )
+    return live
+
+
+def test_directories_that_differ_only_in_their_state_path_share_one_init(
+    pytester: pytest.Pytester, iac_home: Path, engine: str
+) -> None:
+    """As real live directories do, each names its own state (here a local path; an S3 key
+    alike): one init serves all, and each is planned against its own state. A plan against
+    another's state would replace every resource (the inputs carry the directory's name)."""
+    for name in ("a", "b", "c"):
+        apply_with_own_state(pytester, name)
+    changed = pytester.path / "live" / "c" / "main.tf"
+    changed.write_text(changed.read_text().replace("count = 3", "count = 4"))
+    states = {p: p.read_bytes() for p in (pytester.path / "states").iterdir()}
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-s", "-m", "drift", "live", f"--iac-binary={engine}"
+    )
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*drift in live/c: the plan is not empty (configuration drift 1, *",
+            "  terraform_data.r?3?  create",
+        ]
+    )
+    log = live_log(result)
+    assert sum("$ terraform init" in line for line in log) == 1, log
+    assert sum("init shared from" in line for line in log) == 2, log
+    assert {p: p.read_bytes() for p in (pytester.path / "states").iterdir()} == states
+    assert leftovers(iac_home) == []
+
+    # The re-run: every directory from the cache, each still against its own state.
+    rerun = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-s", "-m", "drift", "live", f"--iac-binary={engine}"
+    )
+    rerun.assert_outcomes(passed=2, failed=1)
+    assert not any("$ terraform init" in line for line in live_log(rerun))
+
+
+def test_an_engine_that_refuses_a_shared_init_gets_its_own(
+    pytester: pytest.Pytester, iac_home: Path
+) -> None:
+    """Fault injection: the shared entry's backend no longer matches the code (as with an
+    engine whose check covers the `-backend-config` settings too). The plan says so, the
+    check runs init after all, and no later check shares."""
+    for name in ("a", "b", "c"):
+        apply_with_own_state(pytester, name)
+    args = ("-p", "no:cacheprovider", "-s", "-m", "drift", "--iac-drift-workers=1")
+    pytester.runpytest_subprocess(*args, "live/a").assert_outcomes(passed=1)
+    for entry in cache_entries(iac_home):  # a's own, and the one to share
+        backend_file = entry / "tfdata" / "terraform.tfstate"
+        data = json.loads(backend_file.read_text())
+        data["backend"]["hash"] += 1
+        backend_file.write_text(json.dumps(data))
+
+    result = pytester.runpytest_subprocess(*args, "live/b", "live/c")
+    result.assert_outcomes(passed=2)
+    log = live_log(result)
+    refused = [line for line in log if "Backend initialization required: init runs" in line]
+    assert len(refused) == 1, log
+    assert sum("$ terraform init" in line for line in log) == 2, log
+    assert leftovers(iac_home) == []
+
+
 def cache_entries(iac_home: Path) -> list[Path]:
     return sorted(p for p in iac_home.glob("projects/*/init-cache/*") if p.is_dir())
 
@@ -927,21 +1017,25 @@ def test_init_is_reused_until_a_backend_setting_changes(
     first_run = run()
     first_run.assert_outcomes(passed=1)
     assert inits(first_run) == 1
-    [entry] = cache_entries(iac_home)
-    assert not list(entry.rglob("*.tfbackend"))  # the run's settings file is not kept
-    backend = json.loads((entry / "tfdata/terraform.tfstate").read_text())["backend"]
-    assert backend["config"]["secret_key"] == "testing"  # what plan needs: hence 0600
-    assert (entry / "tfdata/terraform.tfstate").stat().st_mode & 0o777 == 0o600
+    entries = cache_entries(iac_home)  # this directory's, and one to share (`SharedInit`)
+    assert len(entries) == 2
+    for entry in entries:
+        assert not list(entry.rglob("*.tfbackend"))  # the run's settings file is not kept
+        backend = json.loads((entry / "tfdata/terraform.tfstate").read_text())["backend"]
+        assert backend["config"]["secret_key"] == "testing"  # what plan needs: hence 0600
+        assert (entry / "tfdata/terraform.tfstate").stat().st_mode & 0o777 == 0o600
 
     rerun = run()
     rerun.assert_outcomes(passed=1)
     assert inits(rerun) == 0
 
-    # The directory's own backend file names another state: init again, and plan against it.
+    # The directory's own backend file names another state: no init (only a plain string
+    # differs, which the shared entry takes), and the plan is made against that state.
     tfbackend = live / "prod/network/backend.tfbackend"
     tfbackend.write_text('key = "prod/elsewhere/terraform.tfstate"\n')
     moved = run()
-    assert inits(moved) == 1
+    assert inits(moved) == 0
+    assert any("init shared from" in line for line in live_log(moved))
     moved.assert_outcomes(failed=1)
     # A key where no state is: never applied, says the check, rather than plain drift.
     moved.stdout.fnmatch_lines(

@@ -7,13 +7,15 @@ sharing as a user sees it.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_iac import hcl
 from pytest_iac.engine import Settings, Terraform, find_engine
-from pytest_iac.init_cache import InitCache, init_inputs
+from pytest_iac.init_cache import InitCache, InitCall, init_inputs
 
 TRICKY = r"""
 # a comment with a brace {
@@ -340,3 +342,48 @@ def test_a_provider_block_and_a_resource_of_its_provider_init_alike_in_terraform
     assert "hashicorp/aws" in made["bucket"][1]["lock file"]
     assert any(path.startswith("providers/") for path in made["bucket"][1])
     assert made["bucket"] == made["policy"] == made["both"]
+
+
+def shared(tmp_path: Path, name: str, tfbackend: str, backend_block: str = "") -> Any:
+    """`InitCache.shared_init` for a live directory `name` with this `backend.tfbackend`."""
+    terraform_path = shutil.which("terraform")
+    if terraform_path is None:
+        pytest.skip("needs the terraform binary (for the engine's identity)")
+    terraform = Terraform(find_engine(terraform_path), Settings(), tmp_path / "config")
+    work = tmp_path / name
+    module = work / "src" / "live"
+    module.mkdir(parents=True)
+    (module / "main.tf").write_text(f'terraform {{\n  backend "s3" {{{backend_block}}}\n}}\n')
+    (module / "backend.tfbackend").write_text(tfbackend)
+    args = ["init", f"-backend-config={module / 'backend.tfbackend'}"]
+    cache = InitCache(tmp_path / "cache", "engine")
+    return cache.shared_init(
+        InitCall(terraform, module, work, module, args, {"TF_DATA_DIR": "../x"})
+    )
+
+
+def test_an_init_is_shared_only_where_plain_strings_differ(tmp_path: Path) -> None:
+    settings = 'bucket = "states"\nkey = "%s/terraform.tfstate"\nencrypt = true\n'
+    prod = shared(tmp_path, "prod", settings % "prod")
+    staging = shared(tmp_path, "staging", settings % "staging")
+    assert prod is not None
+    assert staging is not None
+    assert prod.key == staging.key
+    assert staging.strings == {"bucket": "states", "key": "staging/terraform.tfstate"}
+    # Anything but a plain string must be equal.
+    assert shared(tmp_path, "other", (settings % "x").replace("true", "false")).key != prod.key
+    assert shared(tmp_path, "more", settings % "x" + 'region = "eu-west-1"\n').key != prod.key
+    # The backend block is part of what init reads: another one, another entry.
+    assert shared(tmp_path, "block", settings % "x", 'region = "a"').key != prod.key
+    # Strings that init might not keep as written are never rewritten: they must be equal.
+    odd = ['"a\\nb"', '"${x}"', '"%{if 1}a%{endif}"', "<<EOT\nheredoc\nEOT"]
+    for number, key in enumerate(odd):
+        one = shared(tmp_path, f"one{number}", f'bucket = "one"\nkey = {key}\n')
+        two = shared(tmp_path, f"two{number}", f'bucket = "two"\nkey = {key}\n')
+        unlike = odd[(number + 1) % len(odd)]
+        other = shared(tmp_path, f"other{number}", f'bucket = "two"\nkey = {unlike}\n')
+        assert one.strings == {"bucket": "one"}, key
+        assert one.key == two.key != other.key, key
+    assert shared(tmp_path, "block-in-file", 'assume_role {\n  role_arn = "x"\n}\n') is None
+    assert shared(tmp_path, "broken", 'key = "unterminated\n') is None
+    assert shared(tmp_path, "no-strings", "encrypt = true\n") is None
