@@ -34,9 +34,10 @@ Variants, each timed in the same round (medians of interleaved rounds):
 Targets (issue 15), on the distinct workload: loop / plain >= 1.8; rerun / floor <= 1.2;
 xdist no slower than plain; loop / embedded >= 5. On the provider workload: plain faster
 than ploop. The CPU breakdown per directory (`breakdown()`) splits a run into pytest's
-start-up, collecting the live directories (`--collect-only`), terraform's own commands (the
-loop's, the floor's) and pytest-iac's own checks: the run's CPU less the rest. Compare ratios
-from one run, never times across machines.
+start-up, collecting the live directories (`--collect-only`), pytest-iac's own checks (the
+pytest process's CPU less start-up and collection) and terraform's (the run's CPU less the
+pytest process's), beside the loop's and the floor's terraform. Compare ratios from one run,
+never times across machines.
 """
 
 from __future__ import annotations
@@ -89,6 +90,18 @@ PARALLEL_LOOP_SCRIPT = parallel(ONE_DIR, '"$CORES"')
 # The floor's copy is initialised before any timing; then only the plans are timed, 2 at a time.
 FLOOR_INIT_SCRIPT = parallel(ONE_DIR.replace(PLAN_LINE, ":"), '"$CORES"')
 FLOOR_SCRIPT = parallel(ONE_DIR.replace(INIT_LINE, ":"), "2")
+
+# pytest as `python -m pytest` runs it, then the CPU of its own process (pytest and
+# pytest-iac's Python work, every thread) apart from its children's (terraform, workers).
+PYTEST = """
+import json, resource, sys
+import pytest
+code = pytest.main(sys.argv[2:])
+own = resource.getrusage(resource.RUSAGE_SELF)
+with open(sys.argv[1], "w") as out:
+    json.dump(own.ru_utime + own.ru_stime, out)
+sys.exit(code)
+"""
 
 LABELS = {
     "loop": "serial loop: init && plan",
@@ -465,18 +478,19 @@ def run_workload(
     keys = [key for key in workload.variants if key not in skip]
     times: dict[str, list[float]] = {key: [] for key in keys}
     cpu: dict[str, list[float]] = {key: [] for key in keys}
-    pytest = [python, "-m", "pytest", "-p", "pytest_iac.plugin", "-p", "no:cacheprovider"]
-    pytest += ["-q", "-m", "drift", "live"]
+    own: dict[str, list[float]] = {key: [] for key in keys}  # the pytest process's alone
+    own_file = work / "own-cpu.json"
+    pytest = [python, "-c", PYTEST, str(own_file), "-p", "pytest_iac.plugin"]
+    pytest += ["-p", "no:cacheprovider", "-q", "-m", "drift", "live"]
     passed = f"{len(dirs)} passed"
     tf_env = loop_env(ctx, binary)
     # Start-up and collection of the live directories, no terraform run: pytest's share.
     collect_env = {**ctx.env, "PYTEST_IAC_HOME": str(work / "homes" / "collect")}
-    collect = median(
-        [
-            timed([*pytest, "--collect-only"], tree, collect_env, work / "collect.log")[1]
-            for _ in range(3)
-        ]
-    )
+    collected = []
+    for _ in range(3):
+        timed([*pytest, "--collect-only"], tree, collect_env, work / "collect.log")
+        collected.append(json.loads(own_file.read_text()))
+    collect = median(collected)
     # Copied now, before any pytest run could write into the tree.
     floor_tree = work / "floor-tree"
     shutil.copytree(tree, floor_tree)
@@ -509,6 +523,8 @@ def run_workload(
         if list(home.rglob("*.tfplan")):
             raise BenchError(f"{LABELS[key]} left plan files in {home}")
         record(number, key, seconds, used)
+        if number >= warmup:
+            own[key].append(json.loads(own_file.read_text()))
 
     def first_and_rerun(number: int) -> None:
         home = work / "homes" / f"plain-{number}"
@@ -550,15 +566,27 @@ def run_workload(
     title = workload.title
     if len(dirs) < workload.dirs:
         title += f" (cut to {len(dirs)} dirs by --max-dirs: not the benchmark's figures)"
-    return {"title": title, "dirs": len(dirs), "times": times, "cpu": cpu, "collect_cpu": collect}
+    return {
+        "title": title,
+        "dirs": len(dirs),
+        "times": times,
+        "cpu": cpu,
+        "own_cpu": {k: v for k, v in own.items() if v},
+        "collect_cpu": collect,
+    }
 
 
 def startup_cpu(python: str, ctx: Context) -> float:
     """CPU seconds of a pytest run with pytest-iac that collects nothing: the fixed cost."""
     empty = ctx.work / "empty"
     write(empty / "pytest.ini", "[pytest]\n")
-    argv = [python, "-m", "pytest", "-p", "pytest_iac.plugin", "-p", "no:cacheprovider", "-q"]
-    used = [timed(argv, empty, ctx.env, ctx.work / "empty.log", ok=(5,))[1] for _ in range(3)]
+    own_file = ctx.work / "empty-own-cpu.json"
+    argv = [python, "-c", PYTEST, str(own_file), "-p", "pytest_iac.plugin"]
+    argv += ["-p", "no:cacheprovider", "-q"]
+    used = []
+    for _ in range(3):
+        timed(argv, empty, ctx.env, ctx.work / "empty.log", ok=(5,))
+        used.append(json.loads(own_file.read_text()))
     return median(used)
 
 
@@ -680,13 +708,13 @@ def report(results: dict[str, Any]) -> list[str]:
         if "loop" in med and "loop" in cpu:
             # No runner of the loop's own terraform commands can finish them in less than
             # their CPU time spread over every core: the most any speed-up over the loop
-            # can be without doing less terraform work (terraform uses more than one core).
+            # can be without doing less terraform work (pytest-iac runs fewer inits).
             cores = results.get("cores", CORES)
             limit = ratio(med["loop"], cpu["loop"] / cores)
-            lines.append(
-                f"  {'limit: loop / (loop CPU / ' + str(cores) + ' cores)':46} {limit:6.2f}"
-            )
-        lines += breakdown(cpu, startup, found.get("collect_cpu"), dirs)
+            name = f"limit, the loop's commands: loop / (CPU / {cores})"
+            lines.append(f"  {name:46} {limit:6.2f}")
+        own = {k: median(v) for k, v in found.get("own_cpu", {}).items() if v}
+        lines += breakdown(cpu, own, startup, found.get("collect_cpu"), dirs)
         lines.append("")
     for what, reason in results.get("skipped", {}).items():
         lines.append(f"  ({what} skipped: {reason})")
@@ -698,13 +726,20 @@ def report(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def breakdown(cpu: dict[str, float], startup: float, collect: float | None, dirs: int) -> list[str]:
-    """Where pytest-iac's CPU goes, per directory: pytest's start-up (once), collecting the
-    live directories, and the checks' own work (copying, keying, restoring or storing the
-    init cache entry, reading terraform's output), i.e. the run's CPU less the same terraform
-    commands' (the loop's for a first run: init + plan; the floor's for a re-run: plan) less
-    start-up and collection. Terraform's own CPU per directory is the loop's and the floor's."""
+def breakdown(
+    cpu: dict[str, float],
+    own: dict[str, float],
+    startup: float,
+    collect: float | None,
+    dirs: int,
+) -> list[str]:
+    """Where the CPU goes, per directory: pytest's start-up (once) and its collection of the
+    live directories; pytest-iac's own checks (copying, keying, restoring the init cache
+    entry, reading terraform's output: the pytest process's own CPU less start-up and
+    collection); and terraform's (every process pytest started: the run's CPU less the pytest
+    process's), beside the loop's and the floor's."""
     lines = ["  CPU per directory (ms):"]
+    fixed = collect if collect is not None else startup
     if collect is not None:
         lines.append(
             f"    pytest start-up {startup * 1000:.0f} ms once; collecting "
@@ -712,16 +747,15 @@ def breakdown(cpu: dict[str, float], startup: float, collect: float | None, dirs
         )
     for base, what in (("loop", "init + plan"), ("floor", "plan")):
         if base in cpu:
-            lines.append(f"    terraform ({what}, with its shell): {cpu[base] / dirs * 1000:.0f}")
-    for variant, base in (("plain", "loop"), ("rerun", "floor"), ("embedded", None)):
-        if variant in cpu and (base is None or base in cpu):
-            fixed = collect if collect is not None else startup
-            if base is None:  # the embedded engine: terraform runs in pytest-iac's workers
-                total = (cpu[variant] - fixed) / dirs * 1000
-                lines.append(f"    {LABELS[variant]}, all but start-up and collection: {total:.0f}")
-                continue
-            own = (cpu[variant] - cpu[base] - fixed) / dirs * 1000
-            lines.append(f"    pytest-iac's own checks, {LABELS[variant]}: {own:.1f}")
+            lines.append(f"    terraform, {LABELS[base]} ({what}): {cpu[base] / dirs * 1000:.0f}")
+    for variant in ("plain", "rerun", "embedded", "embedded-rerun"):
+        if variant in cpu and variant in own:
+            checks = (own[variant] - fixed) / dirs * 1000
+            terraform = (cpu[variant] - own[variant]) / dirs * 1000
+            lines.append(
+                f"    {LABELS[variant]}: pytest-iac's own checks {checks:.1f}, "
+                f"terraform {terraform:.0f}"
+            )
     return lines
 
 
