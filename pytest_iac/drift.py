@@ -239,7 +239,7 @@ def _plan(
         run(init)
     else:
         call = InitCall(terraform, live_dir, workdir, module_dir, init, run_env)
-        key, shared = init_cache.key(call), init_cache.shared_init(call)
+        key, shared = init_cache.keys(call)
         how = init_cache.init(key, data_dir, module_dir, lambda: run(init), shared)
         if how != "ran" and not quiet:
             entry = init_cache.directory / (shared.key if shared and how == "shared" else key)

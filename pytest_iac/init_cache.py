@@ -192,12 +192,17 @@ class InitCache:
         inputs, _ = self._inputs(call)
         return _digest(inputs)
 
-    def shared_init(self, call: InitCall) -> SharedInit | None:
-        """The entry that directories whose backend settings differ only in plain strings
-        may share (see `SharedInit`); None when there is nothing such to share."""
+    def keys(self, call: InitCall) -> tuple[str, SharedInit | None]:
+        """`key(call)`, and the entry that directories whose backend settings differ only
+        in plain strings may share (see `SharedInit`), or None when there is no such."""
+        inputs, files = self._inputs(call)
+        return _digest(inputs), self._shared(call, inputs, files)
+
+    def _shared(
+        self, call: InitCall, inputs: dict[str, Any], files: list[Path]
+    ) -> SharedInit | None:
         if self._sharing_refused:
             return None
-        inputs, files = self._inputs(call)
         if "read" not in inputs:  # the reader cannot vouch for what init reads
             return None
         settings: dict[str, str] = {}
@@ -209,6 +214,7 @@ class InitCache:
         strings = {n: e[1:-1] for n, e in settings.items() if _PLAIN_STRING.fullmatch(e)}
         if not strings:
             return None
+        inputs = dict(inputs)  # the caller's stay as they are
         inputs["backend_config_files"] = {
             name: "<a plain string>" if name in strings else expression
             for name, expression in settings.items()

@@ -345,7 +345,7 @@ def test_a_provider_block_and_a_resource_of_its_provider_init_alike_in_terraform
 
 
 def shared(tmp_path: Path, name: str, tfbackend: str, backend_block: str = "") -> Any:
-    """`InitCache.shared_init` for a live directory `name` with this `backend.tfbackend`."""
+    """What `InitCache.keys` shares for a live directory `name` with this `backend.tfbackend`."""
     terraform_path = shutil.which("terraform")
     if terraform_path is None:
         pytest.skip("needs the terraform binary (for the engine's identity)")
@@ -357,9 +357,7 @@ def shared(tmp_path: Path, name: str, tfbackend: str, backend_block: str = "") -
     (module / "backend.tfbackend").write_text(tfbackend)
     args = ["init", f"-backend-config={module / 'backend.tfbackend'}"]
     cache = InitCache(tmp_path / "cache", "engine")
-    return cache.shared_init(
-        InitCall(terraform, module, work, module, args, {"TF_DATA_DIR": "../x"})
-    )
+    return cache.keys(InitCall(terraform, module, work, module, args, {"TF_DATA_DIR": "../x"}))[1]
 
 
 def test_an_init_is_shared_only_where_plain_strings_differ(tmp_path: Path) -> None:
