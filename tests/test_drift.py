@@ -24,7 +24,7 @@ import boto3
 import git
 import pytest
 
-from pytest_iac.drift import check_drift
+from pytest_iac.drift import check_drift, plan_environment
 from pytest_iac.engine import Settings, Terraform, cli_config, find_engine
 from pytest_iac.live import find_live_roots
 from tests.conftest import EXAMPLES, free_port, leftovers
@@ -913,6 +913,26 @@ def test_an_engine_that_refuses_a_shared_init_gets_its_own(
     assert len(refused) == 1, log
     assert sum("$ terraform init" in line for line in log) == 2, log
     assert leftovers(iac_home) == []
+
+
+def test_checks_run_go_with_a_lazier_collector_unless_the_run_sets_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("needs the terraform binary")
+    engine = Terraform(find_engine(terraform), Settings(), tmp_path / "config")
+    data, module = tmp_path / "work" / "tfdata", tmp_path / "work" / "src" / "live"
+    monkeypatch.delenv("GOGC", raising=False)
+    assert plan_environment(engine, data, module, None) == {
+        "TF_DATA_DIR": "../../tfdata",
+        "GOGC": "400",
+    }
+    assert plan_environment(engine, data, module, {"GOGC": "50"})["GOGC"] == "50"
+    monkeypatch.setenv("GOGC", "off")
+    assert "GOGC" not in plan_environment(engine, data, module, None)
+    configured = Terraform(find_engine(terraform), Settings(env={"GOGC": "100"}), tmp_path / "c")
+    assert "GOGC" not in plan_environment(configured, data, module, None)
 
 
 def cache_entries(iac_home: Path) -> list[Path]:
