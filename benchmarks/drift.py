@@ -29,7 +29,8 @@ Variants, each timed in the same round (medians of interleaved rounds):
   rerun     `pytest -m drift` again with plain's home, nothing changed
   embedded  `pytest -m drift --iac-binary=embedded` with a new home, and its re-run
   floor     bare `plan -detailed-exitcode`, 2 at a time, in a copy initialised beforehand:
-            the least a re-run can do
+            the least a re-run can do; and again with GOGC=400, as pytest-iac runs plans
+            (how much of a lead is Go's collector alone)
 
 Targets (issue 15), on the distinct workload: loop / plain >= 1.8; rerun / floor <= 1.2;
 xdist no slower than plain; loop / embedded >= 5. On the provider workload: plain faster
@@ -112,6 +113,7 @@ LABELS = {
     "embedded": "pytest -m drift, embedded engine (first run)",
     "embedded-rerun": "pytest -m drift, embedded engine (re-run)",
     "floor": "plans only, 2 at a time (floor for a re-run)",
+    "floor-gogc": "floor, with GOGC=400 (as pytest-iac plans)",
 }
 EMBEDDED = ("embedded", "embedded-rerun")
 
@@ -289,7 +291,17 @@ WORKLOADS = (
         "local module",
         100,
         generate_distinct,
-        ("loop", "ploop", "plain", "xdist", "rerun", "embedded", "embedded-rerun", "floor"),
+        (
+            "loop",
+            "ploop",
+            "plain",
+            "xdist",
+            "rerun",
+            "embedded",
+            "embedded-rerun",
+            "floor",
+            "floor-gogc",
+        ),
     ),
     Workload(
         "provider",
@@ -297,7 +309,7 @@ WORKLOADS = (
         "an IAM role each",
         20,
         generate_provider,
-        ("loop", "ploop", "plain", "xdist", "rerun", "floor"),
+        ("loop", "ploop", "plain", "xdist", "rerun", "floor", "floor-gogc"),
         needs_mirror=True,
     ),
     Workload(
@@ -546,6 +558,12 @@ def run_workload(
             ["bash", "-c", FLOOR_SCRIPT], floor_tree, floor_env, work / "floor.log"
         )
         record(number, "floor", seconds, used)
+        if "floor-gogc" in keys:  # how much of a re-run's lead is Go's collector alone
+            gogc = {**floor_env, "GOGC": "400"}
+            seconds, used, _ = timed(
+                ["bash", "-c", FLOOR_SCRIPT], floor_tree, gogc, work / "fg.log"
+            )
+            record(number, "floor-gogc", seconds, used)
 
     steps: dict[str, Callable[[int], None]] = {
         "loop": lambda n: shell_loop(n, "loop", LOOP_SCRIPT, data_dirs=False),
@@ -663,6 +681,7 @@ RATIOS: dict[str, list[tuple[str, str, str, float | None, bool]]] = {
         ("loop / first run -n 2", "loop", "xdist", None, False),
         ("first run -n 2 / first run (no slower)", "xdist", "plain", 1.05, True),
         ("re-run / floor", "rerun", "floor", 1.2, True),
+        ("re-run / floor with GOGC=400", "rerun", "floor-gogc", None, True),
         ("loop / parallel loop", "loop", "ploop", None, False),
         ("loop / embedded first run", "loop", "embedded", 5.0, False),
         ("loop / embedded re-run", "loop", "embedded-rerun", None, False),
@@ -671,7 +690,8 @@ RATIOS: dict[str, list[tuple[str, str, str, float | None, bool]]] = {
         ("parallel loop / first run", "ploop", "plain", 1.0, False),
         ("parallel loop / first run -n 2", "ploop", "xdist", None, False),
         ("loop / first run", "loop", "plain", None, False),
-        ("re-run / floor", "rerun", "floor", None, False),
+        ("re-run / floor", "rerun", "floor", None, True),
+        ("re-run / floor with GOGC=400", "rerun", "floor-gogc", None, True),
     ],
     "identical": [
         ("loop / first run", "loop", "plain", None, False),
