@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_iac import providers, tfconfig, versions
+from pytest_iac.cleanup import COMMAND as CLEANUP
 from pytest_iac.errors import IacError
 from pytest_iac.sandbox import Event, Stack
 
@@ -154,8 +155,8 @@ class AwsSandbox:
         self.used = False  # the account passed the guard: a stack or a test may make things
         self.started_at = datetime.datetime.now(datetime.UTC)
         self._session: Any = None
-        self._checked: str | None = None  # the account that passed the guard
-        self._refusal: AwsError | None = None
+        # The credentials' account and ARN, or why sts could not tell: asked once.
+        self._identity: tuple[str, str] | str | None = None
         self._saved_environ: dict[str, str | None] = {}
 
     @property
@@ -263,60 +264,50 @@ class AwsSandbox:
 
     # The guard
 
-    def check_account(self) -> str:
-        """The account the run works in, if it may; else raise `WrongAccountError`."""
-        if self._refusal is not None:
-            raise self._refusal
-        if self._checked is not None:
-            return self._checked
-        try:
-            self._checked = self._check_account()
-        except AwsError as error:
-            self._refusal = error
-            raise
-        self.used = True  # from here on, something may be made there: sweep after the run
-        return self._checked
+    def check_account(self, destroying: str | None = None) -> str:
+        """The account the run works in, if it may; else raise `AwsError` (`WrongAccountError`
+        for an account it may not use).
 
-    def _check_account(self) -> str:
+        `destroying`: for `--iac-cleanup`, the account the deployment to destroy was recorded
+        in ("" if unknown); a refusal then says it refuses to destroy, and how to finish.
+        """
+        if self._identity is None:
+            self._identity = self._caller_identity()
+        if isinstance(self._identity, str):
+            raise AwsError(_unknown_account(self._identity, destroying))
+        account, arn = self._identity
+        if not self.is_moto:  # the local server: nothing real to protect
+            allowed = self.settings.allowed_accounts
+            if destroying and destroying != account:
+                raise WrongAccountError(
+                    f"pytest-iac refuses to destroy it: it was recorded in AWS account "
+                    f"{destroying}, but this clean-up's credentials belong to account "
+                    f"{account}. Nothing was destroyed. Switch the credentials to account "
+                    f"{destroying} and run `{CLEANUP}` again"
+                )
+            if not allowed or account not in allowed:
+                where = (
+                    f"account {account} ({arn}"
+                    + (
+                        f", through the endpoint {os.environ['AWS_ENDPOINT_URL']}"
+                        if _endpoint()
+                        else ""
+                    )
+                    + ")"
+                )
+                raise WrongAccountError(_not_allowed(where, account, allowed, destroying))
+        self.used = True  # from here on, something may be made there: sweep after the run
+        return account
+
+    def _caller_identity(self) -> tuple[str, str] | str:
+        """The account and ARN of the run's credentials, or why they could not be told."""
         import botocore.exceptions
 
-        session = self.session
         try:
-            identity = session.client("sts").get_caller_identity()
+            identity = self.session.client("sts").get_caller_identity()
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            raise AwsError(
-                f"could not tell which AWS account this run would deploy into "
-                f"(sts:GetCallerIdentity failed: {error}). Nothing was deployed. Give the run "
-                "credentials for the sandbox account (iac_aws_profile, iac_aws_role_arn or "
-                "the AWS_* environment), or use --iac-aws-sandbox=moto for a local sandbox."
-            ) from None
-        account = str(identity["Account"])
-        if self.is_moto:
-            return account  # the local server: nothing real to protect
-        allowed = self.settings.allowed_accounts
-        where = (
-            f"account {account} ({identity.get('Arn')}"
-            + (f", through the endpoint {os.environ['AWS_ENDPOINT_URL']}" if _endpoint() else "")
-            + ")"
-        )
-        if not allowed:
-            raise WrongAccountError(
-                f"pytest-iac refuses to deploy: the run's AWS credentials belong to {where} "
-                "and no sandbox accounts are configured, so it cannot tell a sandbox from "
-                "production. Nothing was deployed. If this is a sandbox account, allow it: "
-                f"iac_aws_allowed_accounts = {account} (ini) or "
-                f"--iac-aws-allowed-accounts={account}; or run against a local sandbox with "
-                "--iac-aws-sandbox=moto."
-            )
-        if account not in allowed:
-            raise WrongAccountError(
-                f"pytest-iac refuses to deploy: the run's AWS credentials belong to {where}, "
-                f"which is not in iac_aws_allowed_accounts ({', '.join(allowed)}). Nothing "
-                "was deployed. Point the run at a sandbox account (iac_aws_profile / "
-                "iac_aws_role_arn / the AWS_* environment), or, if this account is a sandbox, "
-                "add it to iac_aws_allowed_accounts (ini) or --iac-aws-allowed-accounts."
-            )
-        return account
+            return str(error)
+        return str(identity["Account"]), str(identity.get("Arn"))
 
     def hook(self, event: Event, stack: Stack) -> None:
         """The `Sandbox` hook: guard every plan, apply and destroy of an AWS stack; tag it."""
@@ -347,20 +338,16 @@ class AwsSandbox:
             return "it was deployed into a moto sandbox, whose resources ended with its server"
         if where is None:
             return None
-        deployed_into = record.notes.get("aws_account", "an AWS account")
+        recorded = record.notes.get("aws_account", "")
         if self.is_moto:
             raise AwsError(
-                f"it was deployed into {deployed_into}, but this clean-up's AWS sandbox is "
-                "moto, where destroying it would remove nothing real. Run the clean-up with "
-                "--iac-aws-sandbox=account and that account's credentials"
+                f"pytest-iac refuses to destroy it: it was deployed into "
+                f"{f'AWS account {recorded}' if recorded else 'an AWS account'}, but this "
+                "clean-up's AWS sandbox is moto, where destroying it would remove nothing real. "
+                f"Nothing was destroyed. Run `{CLEANUP} --iac-aws-sandbox=account` with that "
+                "account's credentials"
             )
-        account = self.check_account()
-        if record.notes.get("aws_account", account) != account:
-            raise AwsError(
-                f"it was deployed into AWS account {deployed_into}, but this clean-up's "
-                f"credentials belong to account {account}. Run the clean-up with "
-                f"credentials for account {deployed_into}"
-            )
+        self.check_account(destroying=recorded)
         return None
 
     def tags(self, test: str) -> dict[str, str]:
@@ -553,3 +540,48 @@ def provider_unavailable(mirrors: Sequence[Path], timeout: float = 3.0) -> str |
     if why is None:
         return None
     return providers.explain("hashicorp/aws", mirrors, providers.DEFAULT_REGISTRY, why)
+
+
+def _unknown_account(error: str, destroying: str | None) -> str:
+    """Why the guard cannot tell the account (sts failed), for a deploy or a clean-up."""
+    failed = f"(sts:GetCallerIdentity failed: {error})"
+    if destroying is None:
+        return (
+            f"could not tell which AWS account this run would deploy into {failed}. Nothing "
+            "was deployed. Give the run credentials for the sandbox account (iac_aws_profile, "
+            "iac_aws_role_arn or the AWS_* environment), or use --iac-aws-sandbox=moto for a "
+            "local sandbox."
+        )
+    account = f"account {destroying}" if destroying else "the account it was deployed into"
+    return (
+        "pytest-iac refuses to destroy it: it cannot tell which AWS account this clean-up's "
+        f"credentials belong to {failed}. Nothing was destroyed. Give the clean-up credentials "
+        f"for {account} (iac_aws_profile, iac_aws_role_arn or the AWS_* environment) and run "
+        f"`{CLEANUP}` again"
+    )
+
+
+def _not_allowed(where: str, account: str, allowed: Sequence[str], destroying: str | None) -> str:
+    """Why the account guard refuses `account`, for a deploy or (`destroying`) a clean-up."""
+    if destroying is None:
+        verb, subject, nothing = "deploy", "the run's", "Nothing was deployed."
+    else:
+        verb, subject, nothing = "destroy it", "this clean-up's", "Nothing was destroyed."
+    again = "" if destroying is None else f", then run `{CLEANUP}` again"
+    if not allowed:
+        return (
+            f"pytest-iac refuses to {verb}: {subject} AWS credentials belong to {where} "
+            "and no sandbox accounts are configured, so it cannot tell a sandbox from "
+            f"production. {nothing} If this is a sandbox account, allow it: "
+            f"iac_aws_allowed_accounts = {account} (ini) or "
+            f"--iac-aws-allowed-accounts={account}{again}; or run against a local sandbox with "
+            "--iac-aws-sandbox=moto."
+        )
+    return (
+        f"pytest-iac refuses to {verb}: {subject} AWS credentials belong to {where}, "
+        f"which is not in iac_aws_allowed_accounts ({', '.join(allowed)}). {nothing} Point "
+        f"{'the run' if destroying is None else 'the clean-up'} at a sandbox account "
+        "(iac_aws_profile / iac_aws_role_arn / the AWS_* environment), or, if this account "
+        "is a sandbox, add it to iac_aws_allowed_accounts (ini) or "
+        f"--iac-aws-allowed-accounts{again}."
+    )

@@ -367,9 +367,10 @@ def test_cleanup_runs_the_account_guard_of_the_deployment(
     refused = pytester.runpytest("--iac-cleanup", other)
     refused.stdout.fnmatch_lines(
         [
-            "REFUSED */bucket (test *): it was deployed into AWS account 111111111111, but this "
-            "clean-up's credentials belong to account 123456789012. Run the clean-up with "
-            "credentials for account 111111111111.",
+            "REFUSED */bucket (test *): pytest-iac refuses to destroy it: it was recorded in "
+            "AWS account 111111111111, but this clean-up's credentials belong to account "
+            "123456789012. Nothing was destroyed. Switch the credentials to account "
+            "111111111111 and run `pytest --iac-cleanup` again.",
             "*1 refused, 0 skipped; 1 left in the ledger",
         ]
     )
@@ -378,9 +379,39 @@ def test_cleanup_runs_the_account_guard_of_the_deployment(
     assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["pytest-iac-cleanup-guard"]  # type: ignore[attr-defined]
 
     # An account the settings do not allow: the guard the run had refuses too.
+    clean_aws_env.setenv("AWS_ENDPOINT_URL", foreign_account)
     guarded = pytester.runpytest("--iac-cleanup", "--iac-aws-allowed-accounts=222222222222")
-    guarded.stdout.fnmatch_lines(["REFUSED */bucket (test *): *not in iac_aws_allowed_accounts*"])
+    guarded.stdout.fnmatch_lines(
+        [
+            "REFUSED */bucket (test *): pytest-iac refuses to destroy it: this clean-up's AWS "
+            f"credentials belong to account {FOREIGN_ACCOUNT} (*), which is not in "
+            "iac_aws_allowed_accounts (222222222222). Nothing was destroyed. Point the clean-up "
+            "at a sandbox account *, then run `pytest --iac-cleanup` again."
+        ]
+    )
     assert guarded.ret == 1
+    unconfigured = pytester.runpytest("--iac-cleanup", "-o", "iac_aws_allowed_accounts=")
+    unconfigured.stdout.fnmatch_lines(
+        [
+            "REFUSED */bucket (test *): pytest-iac refuses to destroy it: this clean-up's AWS "
+            f"credentials belong to account {FOREIGN_ACCOUNT} * and no sandbox accounts are "
+            "configured, * Nothing was destroyed. If this is a sandbox account, allow it: *"
+            f"--iac-aws-allowed-accounts={FOREIGN_ACCOUNT}, then run `pytest --iac-cleanup` "
+            "again; *"
+        ]
+    )
+    clean_aws_env.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # no answer
+    unknown = pytester.runpytest("--iac-cleanup")
+    unknown.stdout.fnmatch_lines(
+        [
+            "REFUSED */bucket (test *): pytest-iac refuses to destroy it: it cannot tell which "
+            "AWS account this clean-up's credentials belong to (sts:GetCallerIdentity failed: "
+            "*). Nothing was destroyed. Give the clean-up credentials for account "
+            f"{FOREIGN_ACCOUNT} (*) and run `pytest --iac-cleanup` again."
+        ]
+    )
+    for refusal in (refused, guarded, unconfigured, unknown):
+        assert "deploy" not in refusal.stdout.str().split("refuses to")[1].split("\n")[0]
 
     clean_aws_env.setenv("AWS_ENDPOINT_URL", foreign_account)
     result = pytester.runpytest("--iac-cleanup")
