@@ -261,11 +261,15 @@ def _plan(
         try:
             return _run_plan(run, args)
         except TerraformError as error:
-            if how != "shared" or _REINIT not in error.output or init_cache is None:
+            if how != "shared" or init_cache is None:
                 raise
-            # This engine checks more of the backend than the block: init, and share no more.
-            log.info("[drift %s] %s: init runs after all", name, _REINIT)
-            init_cache.refuse_sharing()
+            # A shared init may lack what this directory's own would have made (a provider
+            # only its state names, say): init, and plan again; its error is the one to say.
+            if _REINIT in error.output:  # the engine checks more than the backend block
+                log.info("[drift %s] %s: init runs, and no more are shared", name, _REINIT)
+                init_cache.refuse_sharing()
+            else:
+                log.info("[drift %s] the plan failed after a shared init: init runs", name)
             shutil.rmtree(data_dir, ignore_errors=True)
             how = "ran"
             run(init)
@@ -336,7 +340,7 @@ _GOGC = "400"  # see plan_environment()
 # What a plan says when the backend set up in TF_DATA_DIR is not the one in the code.
 _REINIT = "Backend initialization required"
 # How `plan -json` messages name actions, as `show -json` lists them.
-_MESSAGE_ACTIONS = {"replace": ("delete", "create"), "noop": ("no-op",)}
+_MESSAGE_ACTIONS = {"update": ("update",), "delete": ("delete",)}  # what refresh can find
 
 
 def _refresh_drift(output: str) -> list[Change]:
@@ -349,10 +353,10 @@ def _refresh_drift(output: str) -> list[Change]:
             continue
         address = (change.get("resource") or {}).get("addr")
         action = change.get("action")
-        if isinstance(address, str) and isinstance(action, str):
-            actions = _MESSAGE_ACTIONS.get(action, (action,))
+        if isinstance(address, str) and action in _MESSAGE_ACTIONS:
+            actions = _MESSAGE_ACTIONS[action]
             found.append(Change(address, actions, None, None, attributes_read=False))
-    return [c for c in found if c.action != "no-op"]
+    return found
 
 
 def _readable(output: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Generator, Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from pytest_iac.live import (
 )
 from pytest_iac.plan import Plan
 from pytest_iac.promotion_items import PROMOTION_KEY
+from pytest_iac.vcs import VcsInfo
 
 _STATE_KEY = pytest.StashKey["_DriftState"]()
 _RESULT_KEY = pytest.StashKey[DriftResult]()
@@ -113,6 +115,7 @@ class _DriftState:
     results: list[dict[str, Any]]
     workers: int = 1
     vcs: vcs.VcsInfo | None = None
+    vcs_later: Future[VcsInfo | None] | None = None  # for the reports, asked at the start
     pooled: bool = False  # the items of a run without xdist were all submitted
     found: int = 0  # live roots collected (before -k deselects any)
     collected_by_workers: int = 0  # items an xdist controller's workers collected
@@ -213,19 +216,24 @@ def _is_worker(config: pytest.Config) -> bool:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     state = session.config.stash[_STATE_KEY]
-    if not state.enabled:
+    if _is_worker(session.config):
         return
     start = session.config.rootpath
-    if state.require_trunk and not _is_worker(session.config):
-        # The live roots about to be planned, and every local module they use.
-        live = [d for d in _live_trees(session.config) if d.is_dir()]
-        watched: set[Path] = set()
-        for root in find_live_roots(live, base=start, exclude=state.exclude):
-            watched |= module_closure(root)
-        try:
-            state.vcs = vcs.require_trunk(state.require_trunk, sorted(watched), start)
-        except IacError as error:
-            raise pytest.UsageError(str(error)) from None
+    if not (state.enabled and state.require_trunk):
+        if state.report_json or state.report_md:
+            # The commit the reports name: asked now (what is checked out when the run
+            # starts), in a thread, off the path to the first plan.
+            state.vcs_later = vcs.describe_later(start)
+        return
+    # The live roots about to be planned, and every local module they use.
+    live = [d for d in _live_trees(session.config) if d.is_dir()]
+    watched: set[Path] = set()
+    for root in find_live_roots(live, base=start, exclude=state.exclude):
+        watched |= module_closure(root)
+    try:
+        state.vcs = vcs.require_trunk(state.require_trunk, sorted(watched), start)
+    except IacError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def backend_files(config: pytest.Config) -> list[Path]:
@@ -547,10 +555,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         engine = None
     changes = config.stash.get(CHANGES_KEY, None)
     promotion = config.stash.get(PROMOTION_KEY, None)  # beside the drift results
-    if state.vcs is None:
-        # Asked only now, for the reports: a drift run never writes into the tree, and a
-        # run without reports never loads GitPython nor waits for git before planning.
-        state.vcs = vcs.describe(config.rootpath)
+    if state.vcs is None and state.vcs_later is not None:
+        state.vcs = state.vcs_later.result()
     document = reports.document(
         state.results,
         engine=engine,

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,9 +78,15 @@ def _dangling_links(directory: Path) -> bool:
     return False
 
 
-# A setting in a `*.tfbackend` file that init keeps as written: no escape, no template.
-_PLAIN_STRING = re.compile(r'"[^"\\$%\n]*"')
+# A setting in a `*.tfbackend` file that init keeps as written: printable ASCII (nothing
+# to normalise), no escape, no template.
+_PLAIN_STRING = re.compile(r'"[ !#&-\[\]-~]*"')
 _BACKEND_STATE = "terraform.tfstate"  # in TF_DATA_DIR: the backend init set up
+# Backends whose init does nothing for a directory but keep its settings: each lists the
+# `default` workspace, so init selects no other (TF_DATA_DIR/environment). Not `remote` or
+# `cloud`, whose init may pick a workspace from what the organisation holds.
+_SHAREABLE_BACKENDS = frozenset({"local", "s3", "gcs", "azurerm"})
+_WORKSPACE_FILE = "environment"
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,8 @@ class SharedInit:
     """
 
     key: str
-    strings: Mapping[str, str]  # this directory's plain-string settings
+    # This directory's plain-string settings (credentials, maybe): never in a repr.
+    strings: Mapping[str, str] = field(repr=False)
 
 
 def _relative_backend_arg(arg: str, workdir: Path, module_dir: Path) -> str:
@@ -128,17 +135,22 @@ def _digest(inputs: Mapping[str, Any]) -> str:
 
 
 def _backend_config(data_dir: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """TF_DATA_DIR's backend file, and its `backend.config`; None if it is not as expected."""
+    """TF_DATA_DIR's backend file, and its `backend.config`, for a backend that may be
+    shared (`_SHAREABLE_BACKENDS`, the default workspace); None otherwise."""
+    if (data_dir / _WORKSPACE_FILE).exists():
+        return None
     try:
         data = json.loads((data_dir / _BACKEND_STATE).read_text(encoding="utf-8"))
-        config = data["backend"]["config"]
+        backend, config = data["backend"]["type"], data["backend"]["config"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return (data, config) if isinstance(config, dict) else None
+    if backend not in _SHAREABLE_BACKENDS or not isinstance(config, dict):
+        return None
+    return data, config
 
 
 def _backend_strings(data_dir: Path, strings: Mapping[str, str]) -> bool:
-    """Did init keep each of `strings` exactly as given?"""
+    """May what init left be shared: did it keep each of `strings` exactly as given?"""
     found = _backend_config(data_dir)
     return found is not None and all(found[1].get(n) == v for n, v in strings.items())
 
@@ -186,6 +198,7 @@ class InitCache:
         self._claims_lock = threading.Lock()
         self._pruned = False  # once a run: each prune looks at every entry
         self._sharing_refused = False
+        self._unshareable: set[str] = set()  # shared keys whose first init kept no strings
 
     def key(self, call: InitCall) -> str:
         """The entry for `call`."""
@@ -301,17 +314,24 @@ class InitCache:
         `data_dir` is the TF_DATA_DIR and `module_dir` the directory init runs in. Callers
         with the same key (or shared key) wait for the one running init, then use its entry.
         """
+        if shared is not None and shared.key in self._unshareable:
+            shared = None
         if found := self._use(key, data_dir, module_dir, shared):
             return found
         with self._claims_lock:
             claim = self._claims.setdefault(shared.key if shared else key, threading.Lock())
         with claim:
+            if shared is not None and shared.key in self._unshareable:
+                shared = None  # decided while this one waited: init on its own
             if found := self._use(key, data_dir, module_dir, shared):  # made while it waited
                 return found
             run_init()
             self.store(key, data_dir, module_dir)
-            if shared is not None and _backend_strings(data_dir, shared.strings):
-                self.store(shared.key, data_dir, module_dir)
+            if shared is not None:
+                if _backend_strings(data_dir, shared.strings):
+                    self.store(shared.key, data_dir, module_dir)
+                else:  # the others that wait on this key init each on its own, at once
+                    self._unshareable.add(shared.key)
             return "ran"
 
     def _use(

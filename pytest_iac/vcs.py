@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import posixpath
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,24 @@ def describe(path: Path) -> VcsInfo | None:
         return VcsInfo(
             Path(repo.working_tree_dir), commit, branch, repo.is_dirty(untracked_files=True)
         )
+
+
+def describe_later(path: Path) -> Future[VcsInfo | None]:
+    """`describe(path)` in a thread of its own, while the run goes on. A git that cannot
+    answer (no git binary, a damaged repository) gives None, with a warning in the log."""
+
+    def describe_or_none() -> VcsInfo | None:
+        try:
+            return describe(path)
+        except Exception as error:  # ImportError, GitCommandError, OSError...
+            log.warning("pytest-iac: git could not describe %s: %s", path, error)
+            return None
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="pytest-iac-git")
+    try:
+        return pool.submit(describe_or_none)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def uncommitted(repo: git.Repo, directories: Iterable[Path]) -> list[str]:

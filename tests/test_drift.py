@@ -837,14 +837,21 @@ resource "terraform_data" "r" {
 """
 
 
-def apply_with_own_state(pytester: pytest.Pytester, name: str) -> Path:
+MODULE_CALL = """
+module "part" {
+  source = "../../modules/part"
+}
+"""
+
+
+def apply_with_own_state(pytester: pytest.Pytester, name: str, config: str = "") -> Path:
     """A live directory whose `backend.tfbackend` names a state path of its own, applied."""
     terraform = shutil.which("terraform")
     if terraform is None:
         pytest.skip("needs the terraform binary to deploy the live directory")
     live = pytester.path / "live" / name
     live.mkdir(parents=True)
-    (live / "main.tf").write_text(NAMED_STATE_LIVE % name)
+    (live / "main.tf").write_text(NAMED_STATE_LIVE % name + config)
     state = pytester.path / "states" / f"{name}.tfstate"
     (live / "backend.tfbackend").write_text(f'path = "{state}"\n')
     env = {**os.environ, "TF_DATA_DIR": str(pytester.path / "deploy-tfdata" / name)}
@@ -890,28 +897,38 @@ def test_directories_that_differ_only_in_their_state_path_share_one_init(
     assert not any("$ terraform init" in line for line in live_log(rerun))
 
 
-def test_an_engine_that_refuses_a_shared_init_gets_its_own(
-    pytester: pytest.Pytester, iac_home: Path
+@pytest.mark.parametrize("fault", ["hash", "modules"])
+def test_a_shared_init_that_fails_the_plan_is_made_again(
+    pytester: pytest.Pytester, iac_home: Path, fault: str
 ) -> None:
-    """Fault injection: the shared entry's backend no longer matches the code (as with an
-    engine whose check covers the `-backend-config` settings too). The plan says so, the
-    check runs init after all, and no later check shares."""
+    """Fault injection into the entry to share. `hash`: its backend no longer matches the
+    code (as with an engine whose check covers the `-backend-config` settings too): init
+    runs, and no later check shares. `modules`: it lacks what this directory's own init
+    would have made (as a provider that only its state names): init runs, plan again."""
+    part = pytester.path / "modules" / "part"
+    part.mkdir(parents=True)
+    (part / "main.tf").write_text('resource "terraform_data" "p" {\n  input = "part"\n}\n')
     for name in ("a", "b", "c"):
-        apply_with_own_state(pytester, name)
+        apply_with_own_state(pytester, name, MODULE_CALL)
     args = ("-p", "no:cacheprovider", "-s", "-m", "drift", "--iac-drift-workers=1")
     pytester.runpytest_subprocess(*args, "live/a").assert_outcomes(passed=1)
     for entry in cache_entries(iac_home):  # a's own, and the one to share
         backend_file = entry / "tfdata" / "terraform.tfstate"
-        data = json.loads(backend_file.read_text())
-        data["backend"]["hash"] += 1
-        backend_file.write_text(json.dumps(data))
+        if fault == "hash":
+            data = json.loads(backend_file.read_text())
+            data["backend"]["hash"] += 1
+            backend_file.write_text(json.dumps(data))
+        else:
+            (entry / "tfdata" / "modules" / "modules.json").unlink()
 
     result = pytester.runpytest_subprocess(*args, "live/b", "live/c")
     result.assert_outcomes(passed=2)
     log = live_log(result)
-    refused = [line for line in log if "Backend initialization required: init runs" in line]
-    assert len(refused) == 1, log
     assert sum("$ terraform init" in line for line in log) == 2, log
+    refused = [line for line in log if "Backend initialization required: init runs" in line]
+    failed = [line for line in log if "the plan failed after a shared init" in line]
+    # hash: b's plan is refused, and c shares no more; modules: both plans fail, both init.
+    assert (len(refused), len(failed)) == ((1, 0) if fault == "hash" else (0, 2)), log
     assert leftovers(iac_home) == []
 
 

@@ -7,6 +7,7 @@ sharing as a user sees it.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from pytest_iac import hcl
 from pytest_iac.engine import Settings, Terraform, find_engine
-from pytest_iac.init_cache import InitCache, InitCall, init_inputs
+from pytest_iac.init_cache import InitCache, InitCall, SharedInit, init_inputs
 
 TRICKY = r"""
 # a comment with a brace {
@@ -385,3 +386,43 @@ def test_an_init_is_shared_only_where_plain_strings_differ(tmp_path: Path) -> No
     assert shared(tmp_path, "block-in-file", 'assume_role {\n  role_arn = "x"\n}\n') is None
     assert shared(tmp_path, "broken", 'key = "unterminated\n') is None
     assert shared(tmp_path, "no-strings", "encrypt = true\n") is None
+
+
+@pytest.mark.parametrize(
+    ("backend", "workspace", "shared"),
+    [("s3", None, True), ("remote", None, False), ("s3", "staging", False)],
+)
+def test_an_entry_is_shared_only_for_a_backend_that_selects_no_workspace(
+    tmp_path: Path, backend: str, workspace: str | None, shared: bool
+) -> None:
+    """What decides, given what init left in TF_DATA_DIR (written here as Terraform writes
+    it: the real inits are in tests/test_drift.py). A backend such as `remote` may have init
+    select a workspace (the `environment` file), which another directory's init would not."""
+    cache = InitCache(tmp_path / "cache", "engine")
+    to_share = SharedInit("shared-key", {"key": "a/terraform.tfstate"})
+    inits: list[str] = []
+
+    def init_in(name: str) -> str:
+        work = tmp_path / name
+        (work / "src").mkdir(parents=True)
+
+        def run_init() -> None:
+            inits.append(name)
+            (work / "tfdata").mkdir()
+            config = {"key": "a/terraform.tfstate", "bucket": "states"}
+            backend_state = {"backend": {"type": backend, "config": config, "hash": 1}}
+            (work / "tfdata" / "terraform.tfstate").write_text(json.dumps(backend_state))
+            if workspace:
+                (work / "tfdata" / "environment").write_text(workspace)
+
+        return cache.init(f"own-{name}", work / "tfdata", work / "src", run_init, to_share)
+
+    assert init_in("a") == "ran"
+    other = SharedInit("shared-key", {"key": "b/terraform.tfstate"})
+    to_share = other
+    assert init_in("b") == ("shared" if shared else "ran")
+    assert inits == (["a"] if shared else ["a", "b"])
+    if shared:
+        written = json.loads((tmp_path / "b" / "tfdata" / "terraform.tfstate").read_text())
+        assert written["backend"]["config"] == {"key": "b/terraform.tfstate", "bucket": "states"}
+    assert "terraform.tfstate" not in repr(other)  # settings may be credentials
