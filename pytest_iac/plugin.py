@@ -39,6 +39,7 @@ from pytest_iac.run import (
     HomeError,
     IacRun,
     find_project,
+    leftovers_line,
     new_run_id,
     plugin_cache,
 )
@@ -317,10 +318,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if hasattr(session.config, "workerinput"):
         return
     if any(_uses_iac(item) for item in session.items):
+        run = session.config.stash[RUN_KEY]
         try:
-            session.config.stash[RUN_KEY].prepare_home()
+            run.prepare_home()
         except HomeError as error:
             raise pytest.UsageError(str(error)) from None
+        _say_removed_leftovers(session.config, run)
+
+
+def _say_removed_leftovers(config: pytest.Config, run: IacRun) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if run.removed_leftovers and reporter is not None:
+        reporter.write_line(leftovers_line(run.workdir.parent, run.removed_leftovers))
 
 
 def _uses_iac(item: pytest.Item) -> bool:
@@ -378,6 +387,7 @@ def _cleanup_main(config: pytest.Config, session: pytest.Session) -> int:
             run.prepare_home()
         except HomeError as error:
             raise pytest.UsageError(str(error)) from None
+        _say_removed_leftovers(config, run)
     outcome = cleanup(
         run.ledger,
         settings=run.settings,

@@ -5,15 +5,19 @@ Built by the plugin from options; usable without pytest (a script can make one t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import re
 import secrets
 import shutil
+import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 from pytest_iac.cleanup import Guard
 from pytest_iac.engine import Engine, Settings, Terraform, find_engine
@@ -122,6 +126,9 @@ class IacRun:
     _sandbox: Sandbox | None = None
     _init_cache: InitCache | None = None
     _home_ready: bool = False  # `prepare_home()` made the run's directory
+    _marker: IO[str] | None = None  # the run's directory's marker, locked while the run lives
+    # What runs that ended without cleaning up (killed) left, removed by `prepare_home()`.
+    removed_leftovers: list[str] = field(default_factory=list)
 
     @property
     def engine(self) -> Engine:
@@ -142,10 +149,14 @@ class IacRun:
             return
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
+            self._marker = _mark_run(self.workdir)
             self.ledger.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise _home_error(Path(error.filename or self.workdir), error) from None
         self._home_ready = True
+        self.removed_leftovers = remove_ended_runs(self.workdir.parent)
+        if self.removed_leftovers:
+            log.info(leftovers_line(self.workdir.parent, self.removed_leftovers))
 
     @property
     def terraform(self) -> Terraform:
@@ -235,3 +246,90 @@ class IacRun:
         made = self._terraform is not None or self._home_ready
         if made and not (sandboxes.is_dir() and any(sandboxes.iterdir())):
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._marker is not None:
+            self._marker.close()  # the run is over: a later run may remove what is left
+            self._marker = None
+
+
+# A run's directory holds a marker naming it, locked (flock) for as long as the run lives:
+# a later run removes what a killed one left only where the marker is there and unlocked.
+RUN_MARKER = ".pytest-iac-run"
+_RUN_MARKER_LINE = "pytest-iac run {name}\n"
+
+
+def _mark_run(directory: Path) -> IO[str]:
+    """Mark `directory` as this run's; the marker stays locked until it is closed. It is
+    locked before it is renamed into place: no moment shows it unlocked."""
+    temporary = directory / f"{RUN_MARKER}.{secrets.token_hex(4)}"
+    fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    handle = os.fdopen(fd, "r+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: never waits
+        handle.write(_RUN_MARKER_LINE.format(name=directory.name))
+        handle.write("Made by pytest-iac; a later run removes this directory once it ended.\n")
+        handle.flush()
+        temporary.replace(directory / RUN_MARKER)
+    except BaseException:
+        handle.close()
+        temporary.unlink(missing_ok=True)
+        raise
+    return handle
+
+
+def remove_ended_runs(runs: Path) -> list[str]:
+    """Remove what runs that ended without cleaning up (killed) left under `runs`, and say
+    what (paths relative to `runs`).
+
+    Only a directory whose marker names it and is unlocked (its run's process is gone) is
+    touched, and the lock is held meanwhile. Its deployments stay (the ledger lists them,
+    `--iac-cleanup` destroys them): only its `drift` working directories go (they may hold
+    plans: copies of state), and the whole directory once no deployment is in it. Symlinks
+    are never followed.
+    """
+    removed: list[str] = []
+    if runs.is_symlink() or not runs.is_dir():
+        return removed
+    with os.scandir(runs) as entries:
+        directories = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    for directory in sorted(directories):
+        with _ended_run(directory) as ended:
+            if not ended:
+                continue
+            sandboxes = directory / "sandboxes"
+            if sandboxes.is_symlink() or (sandboxes.is_dir() and any(sandboxes.iterdir())):
+                drift = directory / "drift"
+                if drift.is_dir() and not drift.is_symlink():
+                    shutil.rmtree(drift, ignore_errors=True)
+                    removed.append(f"{directory.name}/drift")
+            else:
+                shutil.rmtree(directory, ignore_errors=True)
+                removed.append(directory.name)
+    return removed
+
+
+@contextlib.contextmanager
+def _ended_run(directory: Path) -> Iterator[bool]:
+    """Whether `directory` is the directory of a run that ended; its marker stays locked
+    while the block runs (another run's sweep waits for nothing and leaves it alone)."""
+    try:
+        # Non-blocking: a FIFO in its place must not stop the run.
+        fd = os.open(directory / RUN_MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        yield False  # no marker (or a symlink): not provably a run's directory
+        return
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as marker:
+        try:
+            fcntl.flock(marker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False  # its run still lives
+            return
+        regular = stat.S_ISREG(os.fstat(marker.fileno()).st_mode)
+        yield regular and marker.readline(200) == _RUN_MARKER_LINE.format(name=directory.name)
+
+
+def leftovers_line(runs: Path, removed: Sequence[str]) -> str:
+    """One line saying what `remove_ended_runs` removed."""
+    return (
+        f"pytest-iac: removed what runs that ended without cleaning up left in {runs}: "
+        + ", ".join(removed)
+    )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import importlib.util
 import json
 import os
 import shutil
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -107,3 +109,56 @@ def aws_provider_mirror() -> Path:
         "no provider mirror with hashicorp/aws: set PYTEST_IAC_PROVIDER_MIRROR to a "
         "filesystem mirror (`terraform providers mirror DIR` makes one)"
     )
+
+
+class StateServer(http.server.ThreadingHTTPServer):
+    """The other end of Terraform's `http` backend: GET gives the state (404: none yet), POST
+    saves one. `refuse_writes` answers a POST with 500, as a backend that cannot save does;
+    while `hold` is clear a GET waits (a command stays mid-way), and `gets` counts them."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _StateHandler)
+        self.state = b""
+        self.refuse_writes = False
+        self.hold = threading.Event()
+        self.hold.set()
+        self.gets = 0
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/state"
+
+
+class _StateHandler(http.server.BaseHTTPRequestHandler):
+    server: StateServer
+
+    def do_GET(self) -> None:
+        self.server.gets += 1
+        self.server.hold.wait(120)
+        self.send_response(200 if self.server.state else 404)
+        self.end_headers()
+        self.wfile.write(self.server.state)
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if not self.server.refuse_writes:
+            self.server.state = body
+        self.send_response(500 if self.server.refuse_writes else 200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def state_server() -> Iterator[StateServer]:
+    server = StateServer()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.hold.set()
+    server.shutdown()
+    server.server_close()
+    thread.join()

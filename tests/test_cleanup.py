@@ -10,6 +10,7 @@ non-zero exit, and nothing touched outside the project's working directories.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from pytest_iac.engine import Settings
-from pytest_iac.run import IacRun, find_project
+from pytest_iac.run import IacRun, find_project, project_dir, remove_ended_runs
 from tests.conftest import leftovers
 from tests.test_faults import wait_for
 
@@ -347,3 +348,52 @@ def test_record_of_a_deployment_whose_apply_never_started_is_cleared(
     assert records(iac_home) == []
     assert not stack.workdir.exists()
     run.close()
+
+
+def test_a_later_run_removes_only_what_ended_runs_left_in_their_own_directories(
+    tmp_path: Path,
+) -> None:
+    """Unit tier: which directories under `runs/` `remove_ended_runs` may touch."""
+    runs = project_dir(tmp_path) / "runs"
+    made: dict[str, IacRun] = {}
+
+    def run_dir(name: str) -> Path:
+        run_id, worker = name.split("-")
+        run = made[name] = IacRun(tmp_path, run_id, Settings(), worker=worker)
+        run.prepare_home()
+        (run.workdir / "drift" / "app-0").mkdir(parents=True)
+        (run.workdir / "drift" / "app-0" / "drift.tfplan").write_text("a copy of state")
+        return run.workdir
+
+    outside = tmp_path / "outside"
+    (outside / "drift").mkdir(parents=True)
+    ended = run_dir("aaaa0001-main")
+    deployed = run_dir("aaaa0002-gw0")
+    (deployed / "sandboxes" / "t-app-123456").mkdir(parents=True)
+    alive = run_dir("aaaa0003-gw1")
+    forged = run_dir("aaaa0004-main")
+    unmarked = runs / "aaaa0005-main"
+    (unmarked / "drift").mkdir(parents=True)
+    (runs / "aaaa0006-main").symlink_to(outside)
+    fifo = run_dir("aaaa0008-main")
+    (fifo / ".pytest-iac-run").unlink()
+    os.mkfifo(fifo / ".pytest-iac-run")
+    linked = run_dir("aaaa0007-main")
+    shutil.rmtree(linked / "drift")
+    (linked / "drift").symlink_to(outside / "drift")
+    (linked / "sandboxes" / "t-app-654321").mkdir(parents=True)
+    for name, run in made.items():
+        if name != "aaaa0003-gw1":
+            assert run._marker is not None
+            run._marker.close()  # as a killed process's lock goes
+    (forged / ".pytest-iac-run").write_text("pytest-iac run aaaa0001-main\n")
+
+    assert remove_ended_runs(runs) == ["aaaa0001-main", "aaaa0002-gw0/drift"]
+    assert not ended.exists()
+    assert sorted(p.name for p in deployed.iterdir()) == [".pytest-iac-run", "sandboxes"]
+    for untouched in (alive, forged, unmarked, linked, fifo):
+        assert (untouched / "drift").exists()
+    assert (linked / "drift").is_symlink()
+    assert (runs / "aaaa0006-main").is_symlink()
+    made["aaaa0003-gw1"].close()
+    assert (outside / "drift").is_dir()

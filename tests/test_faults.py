@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import leftovers
+from tests.conftest import StateServer, leftovers
 
 # One resource, then a second whose creation runs a command: slow, failing or fine on demand.
 MODULE = """
@@ -642,3 +642,44 @@ def test_hold(iac_deploy):
     assert code == 0, output
     assert "deployments: 2 made, 2 destroyed, 0 kept, 0 failed to destroy" in output, output
     assert_clean(iac_home)
+
+
+# A killed drift run: its working directories (plans are copies of state) do not outlive it.
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_drift_working_directories_of_a_killed_run_are_removed_by_a_later_run(
+    pytester: pytest.Pytester, project: Path, iac_home: Path, state_server: StateServer
+) -> None:
+    live = project / "live" / "app"
+    live.mkdir(parents=True)
+    (live / "main.tf").write_text(
+        f'terraform {{\n  backend "http" {{\n    address = "{state_server.address}"\n  }}\n}}\n'
+        'resource "terraform_data" "x" {\n  input = "live"\n}\n'
+    )
+    state_server.hold.clear()  # every check waits for its state, mid-way
+    killed = start(project, "-m", "drift", "live")
+    wait_for(lambda: state_server.gets >= 1, "the killed run's check to ask for its state")
+    [killed_check] = iac_home.glob("projects/*/runs/*/drift/*")
+    alive = start(project, "-m", "drift", "live")
+    wait_for(lambda: state_server.gets >= 2, "the live run's check to ask for its state")
+    [alive_check] = set(iac_home.glob("projects/*/runs/*/drift/*")) - {killed_check}
+    killed.kill()
+    finish(killed)
+    runs, killed_run = killed_check.parents[2], killed_check.parents[1]
+
+    result = cleanup(pytester)  # a later run: it removes what the killed one left, only that
+    result.stdout.fnmatch_lines(
+        [
+            f"pytest-iac: removed what runs that ended without cleaning up left in {runs}: "
+            f"{killed_run.name}"
+        ]
+    )
+    assert not killed_run.exists()
+    assert alive_check.is_dir()  # the live run's, untouched
+
+    state_server.hold.set()
+    _, output = finish(alive)  # its check ran to the end (the backend holds no state yet)
+    assert "never-applied  live/app" in output, output
+    wait_until_ended(project, "the runs' processes")
+    assert sorted(runs.iterdir()) == []

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import leftovers
+from conftest import StateServer, leftovers
 
 from pytest_iac.errors import IacError
 from pytest_iac.sandbox import unsaved_state, var_file_text
@@ -462,47 +459,8 @@ def test_var_file_text_keeps_every_json_type() -> None:
     assert json.loads(var_file_text(values)) == {**values, "t": [1, "2"]}
 
 
-class _StateServer(http.server.BaseHTTPRequestHandler):
-    """Terraform's `http` backend's other end: GET the state, POST a new one (refused while
-    `server.refuse_writes`), the way a remote backend fails when Terraform cannot save."""
-
-    server: _StateHTTPServer
-
-    def do_GET(self) -> None:
-        body = self.server.state
-        self.send_response(200 if body else 404)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        if not self.server.refuse_writes:
-            self.server.state = body
-        self.send_response(500 if self.server.refuse_writes else 200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class _StateHTTPServer(http.server.ThreadingHTTPServer):
-    state = b""
-    refuse_writes = True
-
-
-@pytest.fixture
-def state_server() -> Iterator[_StateHTTPServer]:
-    server = _StateHTTPServer(("127.0.0.1", 0), _StateServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
 def test_resources_terraform_could_not_save_stay_in_errored_tfstate_and_the_ledger(
-    pytester: pytest.Pytester, engine: str, iac_home: Path, state_server: _StateHTTPServer
+    pytester: pytest.Pytester, engine: str, iac_home: Path, state_server: StateServer
 ) -> None:
     """The backend refuses the state after the apply made a resource: Terraform writes it to
     errored.tfstate. The deployment is kept, and the message says how to finish."""
@@ -510,11 +468,11 @@ def test_resources_terraform_could_not_save_stay_in_errored_tfstate_and_the_ledg
     (pytester.path / "app" / "main.tf").write_text(
         'terraform {\n  backend "http" {}\n}\n' + RESOURCE
     )
-    address = f"http://127.0.0.1:{state_server.server_address[1]}/state"
+    state_server.refuse_writes = True
     pytester.makepyfile(
         f"""
 def test_app(iac_deploy):
-    iac_deploy("app", backend_config={{"address": "{address}"}})
+    iac_deploy("app", backend_config={{"address": "{state_server.address}"}})
 """
     )
     result = pytester.runpytest("-p", "no:cacheprovider", f"--iac-binary={engine}")
