@@ -9,7 +9,7 @@ module (the rule: `pytest_iac.live`) becomes one item, `<dir>::drift`, marked `d
 When the first drift item is set up, every selected drift item's check starts in the run's
 pool of `iac_drift_workers` threads (each waits on terraform); each item's setup then waits
 for its own result, so items run and report in their usual order. Under pytest-xdist a
-worker knows only the item it runs and the next one, and starts both.
+worker knows only the item it runs and the next one, and plans both at once.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=int,
         metavar="N",
         help="live directories planned at once by each pytest process (default: the number "
-        "of CPUs plus one; the CPUs divided among pytest-xdist workers; ini iac_drift_workers)",
+        "of CPUs plus one; the CPUs divided among pytest-xdist workers, at least 2 each; ini "
+        "iac_drift_workers)",
     )
     parser.addini("iac_drift_workers", "live directories planned at once (default: CPUs + 1)")
     parser.addini("iac_live_dirs", "directories holding live root modules", type="paths")
@@ -187,7 +188,7 @@ class _Results:
 
 def _workers(config: pytest.Config) -> int:
     """--iac-drift-workers, else ini iac_drift_workers, else one more than the CPUs (without
-    xdist; with it, the CPUs shared by its workers)."""
+    xdist; with it, the CPUs shared by its workers, two at least each)."""
     value = config.getoption("iac_drift_workers")
     origin = "--iac-drift-workers"
     if value is None and config.getini("iac_drift_workers"):
@@ -204,7 +205,10 @@ def _workers(config: pytest.Config) -> int:
             # Between its commands a check runs Python (copying, keying, restoring) while
             # the others' terraform keeps the cores busy: measured ~8% faster than the CPUs.
             return (os.cpu_count() or 1) + 1
-        return max(1, (os.cpu_count() or 1) // processes)
+        # Two at least: a worker plans the item it runs and the next one, so that one
+        # check's own work overlaps the other's terraform. One at a time (2 CPUs, -n 2),
+        # each worker left a core idle for that work: -n 2 was slower than no xdist.
+        return max(2, (os.cpu_count() or 1) // processes)
     if value < 1:
         raise pytest.UsageError(f"{origin} must be at least 1, not {value}")
     return int(value)
@@ -411,8 +415,8 @@ def _submit_pending(item: DriftItem, run: DriftRun) -> None:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """Under pytest-xdist a worker knows only the item it runs and the next one: start both.
 
-    The next check runs while this item reports, and its own pool (the CPUs divided among
-    the workers) has the one after it queued by the time it finishes.
+    Both run at once in the worker's pool (two threads at least), and the one after the
+    next is queued as soon as this item has reported.
     """
     if _is_worker(item.config) and isinstance(item, DriftItem):
         run = _drift_run(item.config)

@@ -952,6 +952,45 @@ def test_checks_run_go_with_a_lazier_collector_unless_the_run_sets_one(
     assert "GOGC" not in plan_environment(configured, data, module, None)
 
 
+def test_each_xdist_worker_plans_its_item_and_the_next_at_once(
+    pytester: pytest.Pytester, iac_home: Path
+) -> None:
+    """A worker knows only the item it runs and the next one: it plans both at once (its
+    pool has two threads at least, whatever its share of the CPUs), so that one check's
+    own work overlaps the other's terraform, and reports each item with its own result."""
+    for name in "abcd":
+        apply_live(pytester, name, LOCAL_LIVE % name)
+    changed = pytester.path / "live" / "c" / "main.tf"
+    changed.write_text((LOCAL_LIVE % "c").replace("count = 20", "count = 21"))
+    # xdist shows no worker's live output: each worker logs it to a file of its own.
+    pytester.makeconftest(
+        """
+        def pytest_configure(config):
+            worker = getattr(config, "workerinput", {}).get("workerid")
+            if worker:
+                config.option.log_file = worker + ".log"
+                config.option.log_file_level = "INFO"
+        """
+    )
+    # 4 items, 2 workers: xdist sends each worker two items in a row, a and b to one.
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "xdist", "-n", "2", "-s", "-m", "drift", "live"
+    )
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*drift in live/c*", "*terraform_data.r?20?  create"])
+    overlapping = 0
+    for log in (pytester.path / "gw0.log", pytester.path / "gw1.log"):
+        lines = log.read_text().splitlines()
+        names = sorted({d for d in "abcd" if any(f"[drift live/{d}]" in x for x in lines)})
+        assert len(names) == 2, lines
+        start = {d: first(lines, f"[drift live/{d}] $ terraform plan") for d in names}
+        end = {d: first(lines, f"[drift live/{d}]", '"type":"change_summary"') for d in names}
+        x, y = names
+        overlapping += start[x] < end[y] and start[y] < end[x]
+    assert overlapping == 2
+    assert leftovers(iac_home) == []
+
+
 def cache_entries(iac_home: Path) -> list[Path]:
     return sorted(p for p in iac_home.glob("projects/*/init-cache/*") if p.is_dir())
 
