@@ -236,7 +236,7 @@ def test_signal_during_apply(
     (project / "test_x.py").write_text(
         """
 def test_slow(iac_deploy):
-    iac_deploy("mod", vars={"apply_command": "touch $FAULT_DIR/applying; sleep 5"})
+    iac_deploy("mod", vars={"apply_command": "touch $FAULT_DIR/applying; sleep 20"})
 """
     )
     process = start(project, "-s", f"--iac-binary={engine}")
