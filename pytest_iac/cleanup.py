@@ -121,13 +121,7 @@ def cleanup(
         if dry_run:
             continue
         try:
-            engines.runner(chosen).run(
-                ["destroy", "-auto-approve", *(f"-var-file={f}" for f in record.var_files)],
-                cwd=Path(record.module_dir),
-                env=_data_dir_env(record.tf_data_dir, record.module_dir),
-                label=Path(record.workdir).name,
-                module=record.module,
-            )
+            _destroy(engines.runner(chosen), record, write)
         except (TerraformError, IacError, OSError) as error:
             outcome.failed.append(entry)
             write("  FAILED: " + str(error).replace("\n", "\n  "))
@@ -333,6 +327,34 @@ def _never_applied(record: Record, state: Path) -> bool:
             if _STATE_FILE.fullmatch(name) and Path(directory, name) != backend_settings:
                 return False
     return True
+
+
+def _destroy(runner: Terraform, record: Record, write: Callable[[str], None]) -> None:
+    """Destroy the deployment; if terraform says to run init first (a run killed between an
+    upgrade test's new code and its init), and the state is the local one pytest-iac gave
+    the copy, run init there and destroy again."""
+
+    def run(args: list[str]) -> None:
+        runner.run(
+            args,
+            cwd=Path(record.module_dir),
+            env=_data_dir_env(record.tf_data_dir, record.module_dir),
+            label=Path(record.workdir).name,
+            module=record.module,
+        )
+
+    destroy = ["destroy", "-auto-approve", *(f"-var-file={f}" for f in record.var_files)]
+    try:
+        run(destroy)
+    except TerraformError as error:
+        # Terraform's advice, whatever the line breaks: 'Run "terraform init" to install...'
+        if "terraform init" not in " ".join(error.output.split()) or not _local_state(record):
+            raise
+        write(
+            "  the destroy needs init first (code changed after its last init): init, then destroy"
+        )
+        run(["init", "-input=false"])
+        run(destroy)
 
 
 def _data_dir_env(tf_data_dir: str, module_dir: str) -> dict[str, str]:

@@ -103,6 +103,30 @@ def assert_refused_and_real_one_destroyed(result: pytest.RunResult, home: Path) 
     assert leftovers(home) == []  # the genuine record's deployment was destroyed
 
 
+def test_a_deployment_whose_new_code_was_never_initialised_is_destroyed(
+    pytester: pytest.Pytester, kept: Path, iac_home: Path
+) -> None:
+    """A run killed between an upgrade test's new code and its init: the copy holds code
+    its data directory was not initialised for (here, a module call more). The destroy says
+    to run init; the clean-up does, in that working directory only, and destroys."""
+    record = json.loads(kept.read_text())
+    module_dir = Path(record["module_dir"])
+    (module_dir / "extra").mkdir()
+    (module_dir / "extra" / "main.tf").write_text("")
+    (module_dir / "upgrade.tf").write_text('module "extra" {\n  source = "./extra"\n}\n')
+    result = cleanup(pytester)
+    result.stdout.fnmatch_lines(
+        [
+            "*destroy needs init first (code changed after its last init): init, then destroy",
+            "  destroyed",
+            "pytest-iac: 1 destroyed, 0 failed, 0 skipped; 0 left in the ledger",
+        ]
+    )
+    assert result.ret == 0
+    assert records(iac_home) == []
+    assert leftovers(iac_home) == []
+
+
 def test_record_pointing_at_a_user_directory_deletes_nothing(
     pytester: pytest.Pytester, kept: Path, iac_home: Path
 ) -> None:
