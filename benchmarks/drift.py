@@ -492,17 +492,14 @@ def run_workload(
     cpu: dict[str, list[float]] = {key: [] for key in keys}
     own: dict[str, list[float]] = {key: [] for key in keys}  # the pytest process's alone
     own_file = work / "own-cpu.json"
-    pytest = [python, "-c", PYTEST, str(own_file), "-p", "pytest_iac.plugin"]
-    pytest += ["-p", "no:cacheprovider", "-q", "-m", "drift", "live"]
+    pytest = [*pytest_argv(python, own_file), "-m", "drift", "live"]
     passed = f"{len(dirs)} passed"
     tf_env = loop_env(ctx, binary)
     # Start-up and collection of the live directories, no terraform run: pytest's share.
     collect_env = {**ctx.env, "PYTEST_IAC_HOME": str(work / "homes" / "collect")}
-    collected = []
-    for _ in range(3):
-        timed([*pytest, "--collect-only"], tree, collect_env, work / "collect.log")
-        collected.append(json.loads(own_file.read_text()))
-    collect = median(collected)
+    collect = median_own_cpu(
+        [*pytest, "--collect-only"], own_file, tree, collect_env, work / "collect.log"
+    )
     # Copied now, before any pytest run could write into the tree.
     floor_tree = work / "floor-tree"
     shutil.copytree(tree, floor_tree)
@@ -599,11 +596,28 @@ def startup_cpu(python: str, ctx: Context) -> float:
     empty = ctx.work / "empty"
     write(empty / "pytest.ini", "[pytest]\n")
     own_file = ctx.work / "empty-own-cpu.json"
-    argv = [python, "-c", PYTEST, str(own_file), "-p", "pytest_iac.plugin"]
-    argv += ["-p", "no:cacheprovider", "-q"]
+    argv = pytest_argv(python, own_file)
+    return median_own_cpu(argv, own_file, empty, ctx.env, ctx.work / "empty.log", ok=(5,))
+
+
+def pytest_argv(python: str, own_file: Path) -> list[str]:
+    """pytest with pytest-iac (and no other plugin), its own CPU written to `own_file`."""
+    plugins = ["-p", "pytest_iac.plugin", "-p", "no:cacheprovider"]
+    return [python, "-c", PYTEST, str(own_file), *plugins, "-q"]
+
+
+def median_own_cpu(
+    argv: Sequence[str],
+    own_file: Path,
+    cwd: Path,
+    env: dict[str, str],
+    log: Path,
+    ok: Sequence[int] = (0,),
+) -> float:
+    """The median of 3 runs of the pytest process's own CPU seconds (`pytest_argv`)."""
     used = []
     for _ in range(3):
-        timed(argv, empty, ctx.env, ctx.work / "empty.log", ok=(5,))
+        timed(argv, cwd, env, log, ok=ok)
         used.append(json.loads(own_file.read_text()))
     return median(used)
 
