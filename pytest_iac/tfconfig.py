@@ -376,12 +376,8 @@ def read_var_file(path: Path) -> VarFile:
             if not isinstance(data, dict):
                 raise ValueError("a JSON variables file holds an object")
             return VarFile(path, {k: _json_value(v) for k, v in data.items()})
-        values: dict[str, Any] = {}
-        for item in hcl.items(text):
-            if isinstance(item, hcl.Block):
-                raise hcl.HclError(f"block {item.kind!r} in a variables file")
-            values[item.name] = hcl.literal(item.expression)
-        return VarFile(path, values)
+        settings = _assignments(text, "a variables file")
+        return VarFile(path, {name: hcl.literal(e) for name, e in settings.items()})
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:  # HclError
         return VarFile(path, unreadable=str(error) or type(error).__name__)
 
@@ -390,14 +386,21 @@ def backend_settings(path: Path) -> dict[str, str] | None:
     """The settings of a `*.tfbackend` file (`-backend-config`) as written: each name with
     its expression's text, in the file's order; None when it cannot be read."""
     try:
-        settings: dict[str, str] = {}
-        for item in hcl.items(path.read_text(encoding="utf-8")):
-            if isinstance(item, hcl.Block):
-                return None
-            settings[item.name] = item.expression.strip()
-        return settings
+        settings = _assignments(path.read_text(encoding="utf-8"), "a backend settings file")
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # HclError
         return None
+    return {name: e.strip() for name, e in settings.items()}
+
+
+def _assignments(text: str, what: str) -> dict[str, str]:
+    """The `name = expression` lines of a file of settings (`*.tfvars`, `*.tfbackend`),
+    each expression as written; `HclError` for a block, which such files cannot hold."""
+    found: dict[str, str] = {}
+    for item in hcl.items(text):
+        if isinstance(item, hcl.Block):
+            raise hcl.HclError(f"block {item.kind!r} in {what}")
+        found[item.name] = item.expression
+    return found
 
 
 # One file, HCL or JSON, as blocks with attributes
