@@ -218,8 +218,8 @@ def _plan(
     remember_variables(live_dir, vars or {})  # its defaults and terraform.tfvars too
     _remember_backend(backend_config)
     module_dir = copy_module(live_dir, workdir / "src")
-    data_dir = workdir / "tfdata"
-    run_env = plan_environment(terraform, data_dir, module_dir, env)
+    run_env = plan_environment(terraform, env)
+    data_dir = module_dir / run_env.get("TF_DATA_DIR", ".terraform")  # in the copy: removed with it
 
     def run(args: list[str], ok: frozenset[int] = frozenset({0})) -> Any:
         return terraform.run(
@@ -293,18 +293,19 @@ def _plan(
     return Plan.from_json(data), status
 
 
-def plan_environment(
-    terraform: Terraform, data_dir: Path, module_dir: Path, env: Mapping[str, str] | None
-) -> dict[str, str]:
-    """The environment of a check's terraform commands (beyond the engine's own).
+def plan_environment(terraform: Terraform, env: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment of a check's terraform commands (beyond the engine's own): the same
+    for every check, so that the embedded engine's workers (one environment each) serve
+    them all.
 
-    TF_DATA_DIR is relative, so that what init records holds in any copy of the layout.
-    GOGC=400: Go's collector runs a fourth as often in terraform and its providers, for
-    ~25% less CPU a plan and a little more memory (benchmarks/README.md); a run whose
-    environment sets GOGC keeps its own.
+    No TF_DATA_DIR: the engine drops one from the run's environment, so a check's is
+    `.terraform` in its copy of the directory, where init records module paths relative to
+    the directory, as they hold in any copy of the layout. GOGC=400: Go's collector runs a
+    fourth as often in terraform and its providers, for ~25% less CPU a plan and a little
+    more memory (benchmarks/README.md); a run whose environment sets GOGC keeps its own.
     """
-    run_env = {"TF_DATA_DIR": os.path.relpath(data_dir, module_dir), **(env or {})}
-    if "GOGC" not in terraform.environment(run_env):
+    run_env = dict(env or {})
+    if "GOGC" not in run_env and "GOGC" not in terraform.settings.env and "GOGC" not in os.environ:
         run_env["GOGC"] = _GOGC
     return run_env
 

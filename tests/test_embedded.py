@@ -101,6 +101,45 @@ def test_one_worker_serves_every_command_of_a_run(
     assert_clean(iac_home)
 
 
+LIVE = """
+terraform {
+  backend "local" {
+    path = "state.tfstate"
+  }
+}
+
+module "shared" {
+  source = "%s/modules/shared"
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "live_dirs",
+    [
+        pytest.param(["live/app"], id="one-directory"),
+        pytest.param(["live/app", "live/eu/app", "live/eu/west/app"], id="three-depths"),
+    ],
+)
+def test_one_worker_serves_the_drift_checks_of_a_run(
+    pytester: pytest.Pytester, project: Path, iac_home: Path, live_dirs: list[str]
+) -> None:
+    # Terraform reads its environment when the library loads, so a worker serves one
+    # environment: a check's environment must not depend on how deep its directory lies
+    # below the modules it calls, and no worker may be started for an environment no
+    # command of the run uses.
+    (pytester.path / "modules" / "shared").mkdir(parents=True)
+    (pytester.path / "modules" / "shared" / "main.tf").write_text("locals {\n  a = 1\n}\n")
+    for live in live_dirs:
+        (pytester.path / live).mkdir(parents=True)
+        up = "/".join([".."] * len(Path(live).parts))
+        (pytester.path / live / "main.tf").write_text(LIVE % up)
+    result = run(pytester, "-m", "drift", "live", "--iac-drift-workers=1")
+    result.assert_outcomes(passed=len(live_dirs))
+    result.stdout.fnmatch_lines(["embedded workers started: 1"])
+    assert_clean(iac_home)
+
+
 def test_a_crash_inside_terraform_fails_the_command_and_the_next_gets_a_fresh_worker(
     pytester: pytest.Pytester, project: Path, iac_home: Path
 ) -> None:
