@@ -14,6 +14,7 @@ What the files of a module say is asked of `pytest_iac.tfconfig`, which reads th
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,14 +62,18 @@ class Attribute:
     expression: str
 
 
-def blocks(text: str) -> list[Block]:
-    """The top-level blocks of a file (`resource "a" "b" { ... }`), in order."""
+@functools.lru_cache(maxsize=256)
+def blocks(text: str) -> tuple[Block, ...]:
+    """The top-level blocks of a file (`resource "a" "b" { ... }`), in order.
+
+    Cached on the text: a drift check asks the same file for what init reads and for what
+    the module declares."""
     found: list[Block] = []
     for item in items(text):
         if isinstance(item, Attribute):
             raise HclError(f"attribute {item.name!r} outside any block")
         found.append(item)
-    return found
+    return tuple(found)
 
 
 def items(body: str) -> Iterator[Block | Attribute]:
@@ -211,7 +216,8 @@ def _skip_heredoc(text: str, opening: re.Match[str]) -> int:
 _ROOT = re.compile(r"(?<![\w.:-])([^\W\d][\w-]*(?:::[^\W\d][\w-]*)*)(\.[^\W\d][\w-]*)?")
 
 
-def names(text: str) -> set[str]:
+@functools.lru_cache(maxsize=1024)
+def names(text: str) -> frozenset[str]:
     """The names the code in `text` starts from, with their first attribute: `var.region`,
     `local.x`, `aws_s3_bucket.b`, `provider::aws::arn_parse`, `length`. Comments and the
     literal parts of strings and heredocs are not code; template interpolations are.
@@ -221,7 +227,7 @@ def names(text: str) -> set[str]:
         _code(text, 0, code, None)
     except RecursionError:
         raise HclError("brackets nested too deeply") from None
-    return {m.group(1) + (m.group(2) or "") for m in _ROOT.finditer("".join(code))}
+    return frozenset(m.group(1) + (m.group(2) or "") for m in _ROOT.finditer("".join(code)))
 
 
 def _blank(code: list[str], start: int, end: int) -> None:
