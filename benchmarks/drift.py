@@ -618,24 +618,29 @@ def startup_cpu(python: str, ctx: Context) -> float:
 
 
 def xdist_startup(python: str, ctx: Context) -> dict[str, float]:
-    """What pytest-xdist's start-up of two workers adds to a run that collects nothing
-    (pytest-iac loaded in both): seconds of wall-clock and of CPU, medians of 3 interleaved
-    pairs. No `-n 2` run can be faster than the plain run plus this."""
+    """What pytest-xdist's start-up of two workers adds to a run that collects nothing:
+    seconds of wall-clock and of CPU with pytest-iac loaded (`wall`, `cpu`), and the
+    wall-clock without it (`wall_without`: xdist's alone); medians of 3 interleaved runs.
+    No `-n 2` run can be faster than the plain run plus `wall`."""
     empty = ctx.work / "empty"
     write(empty / "pytest.ini", "[pytest]\n")
-    argv = pytest_argv(python, ctx.work / "empty-own-cpu.json")
-    walls: dict[bool, list[float]] = {False: [], True: []}
-    cpus: dict[bool, list[float]] = {False: [], True: []}
+    with_iac = pytest_argv(python, ctx.work / "empty-own-cpu.json")
+    without = [arg for arg in with_iac if arg != "pytest_iac.plugin"]
+    without.remove("-p")  # the one before pytest_iac.plugin; `-p no:cacheprovider` stays
+    found: dict[tuple[bool, bool], list[tuple[float, float]]] = {}
     for _ in range(3):
-        for xdist in (False, True):
-            extra = ["-p", "xdist", "-n", "2"] if xdist else []
-            seconds, used, _ = timed([*argv, *extra], empty, ctx.env, ctx.work / "x.log", ok=(5,))
-            walls[xdist].append(seconds)
-            cpus[xdist].append(used)
-    return {
-        "wall": median(walls[True]) - median(walls[False]),
-        "cpu": median(cpus[True]) - median(cpus[False]),
-    }
+        for iac in (True, False):
+            for xdist in (False, True):
+                argv = [*(with_iac if iac else without), *(["-p", "xdist", "-n", "2"] * xdist)]
+                seconds, used, _ = timed(argv, empty, ctx.env, ctx.work / "x.log", ok=(5,))
+                found.setdefault((iac, xdist), []).append((seconds, used))
+
+    def added(iac: bool, index: int) -> float:
+        return median([r[index] for r in found[iac, True]]) - median(
+            [r[index] for r in found[iac, False]]
+        )
+
+    return {"wall": added(True, 0), "cpu": added(True, 1), "wall_without": added(False, 0)}
 
 
 def pytest_argv(python: str, own_file: Path) -> list[str]:
@@ -796,7 +801,8 @@ def report(results: dict[str, Any]) -> list[str]:
             lines.append(f"  {name:46} {value:6.2f}  info")
             lines.append(
                 f"    (pytest -n 2 with nothing to collect takes {extra['wall']:.2f} s and "
-                f"{extra['cpu']:.2f} s of CPU more than pytest)"
+                f"{extra['cpu']:.2f} s of CPU more than pytest; without pytest-iac loaded, "
+                f"{extra.get('wall_without', float('nan')):.2f} s)"
             )
         own = {k: median(v) for k, v in found.get("own_cpu", {}).items() if v}
         lines += breakdown(cpu, own, startup, found.get("collect_cpu"), dirs)
