@@ -34,12 +34,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pytest_iac import report, tfconfig
+from pytest_iac.backend_config import BackendConfig, init_args, remember_settings
 from pytest_iac.engine import Terraform
-from pytest_iac.errors import IacError, TerraformError
+from pytest_iac.errors import TerraformError
 from pytest_iac.init_cache import InitCache, InitCall
 from pytest_iac.live import DEFAULT_STATE, has_state, relative_name
 from pytest_iac.plan import Change, OutputChange, Plan
-from pytest_iac.redact import redact, redact_value, remember, remember_plan, remember_variables
+from pytest_iac.redact import redact, redact_value, remember_plan, remember_variables
 from pytest_iac.workspace import copy_module, write_private
 
 log = logging.getLogger("pytest_iac")
@@ -48,9 +49,6 @@ log = logging.getLogger("pytest_iac")
 # backend and no state (a new environment), so there is nothing to compare with.
 Status = Literal["clean", "drift", "never-applied", "not-deployed", "error"]
 NOT_DEPLOYED = "no backend and no state"
-
-# One backend configuration item: a file (Path), a `KEY=VALUE` string, or values (a mapping).
-BackendConfig = Path | str | Mapping[str, Any]
 
 
 # Results
@@ -216,7 +214,7 @@ def _plan(
 ) -> tuple[Plan, Status]:
     # Masked from here on, wherever they show up: terraform's output, errors and reports.
     remember_variables(live_dir, vars or {})  # its defaults and terraform.tfvars too
-    _remember_backend(backend_config)
+    remember_settings(backend_config)
     module_dir = copy_module(live_dir, workdir / "src")
     run_env = plan_environment(terraform, env)
     data_dir = module_dir / run_env.get("TF_DATA_DIR", ".terraform")  # in the copy: removed with it
@@ -232,7 +230,7 @@ def _plan(
             quiet=quiet or args[0] == "show",
         )
 
-    init = ["init", *_backend_args(module_dir, workdir, backend_config)]
+    init = ["init", *init_args(live_dir, module_dir, workdir, backend_config)]
     how = "ran"
     if init_cache is None:
         run(init)
@@ -388,97 +386,6 @@ def _readable(output: str) -> str:
             lines.append("")
             lines.append(str(diagnostic["detail"]))
     return "\n".join(lines).strip("\n") + "\n"
-
-
-def _backend_args(
-    module_dir: Path, workdir: Path, backend_config: Sequence[BackendConfig]
-) -> list[str]:
-    """`-backend-config` arguments: the directory's *.tfbackend files, then the run's.
-
-    `KEY=VALUE` strings and mappings go into a private file, never onto the command line:
-    backend configuration often holds credentials.
-    """
-    args = [f"-backend-config={f}" for f in sorted(module_dir.glob("*.tfbackend"))]
-    pending: dict[str, Any] = {}
-
-    def flush() -> None:
-        if pending:
-            path = workdir / f"run-{len(args)}.tfbackend"
-            write_private(path, "".join(f"{k} = {_hcl(v)}\n" for k, v in pending.items()))
-            args.append(f"-backend-config={path}")
-            pending.clear()
-
-    for item in backend_config:
-        if isinstance(item, Mapping):
-            pending.update(item)
-        elif isinstance(item, str) and "=" in item:
-            key, _, value = item.partition("=")
-            pending[key.strip()] = value
-        else:
-            flush()
-            args.append(f"-backend-config={Path(item).resolve()}")
-    flush()
-    return args
-
-
-def _remember_backend(backend_config: Sequence[BackendConfig]) -> None:
-    """The run's backend settings often hold credentials, and terraform's errors quote the
-    file they are written to: their values are masked wherever they show up. Words such as
-    `true` and numbers are left alone (they would mask everything)."""
-    values: list[Any] = []
-    for item in backend_config:
-        if isinstance(item, Mapping):
-            values.extend(item.values())
-        elif isinstance(item, str) and "=" in item:
-            values.append(item.partition("=")[2])
-        else:
-            settings = tfconfig.read_var_file(Path(item))  # what a tfvars file looks like
-            values.extend(settings.values.values())
-    remember([v for v in values if not _plain_word(v)])
-
-
-def _plain_word(value: Any) -> bool:
-    if isinstance(value, bool | int | float) or value is None:
-        return True
-    text = str(value).strip().lower()
-    return text in ("true", "false", "null") or text.replace(".", "", 1).isdigit()
-
-
-def _hcl(value: Any) -> str:
-    """A value as HCL: JSON literals are valid HCL for what backends take.
-
-    A `KEY=VALUE` string whose value is a JSON object or list (`endpoints={"s3": "..."}`)
-    keeps its structure; any other string stays a string (Terraform converts "true", "3").
-    """
-    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
-        try:
-            return json.dumps(json.loads(value))
-        except ValueError:
-            pass
-    return json.dumps(value)
-
-
-def parse_backend_config(values: Sequence[str], base: Path, origin: str) -> list[BackendConfig]:
-    """Backend configuration given as `KEY=VALUE` or a file path (relative to `base`).
-
-    Raises `IacError` naming `origin` for a file that does not exist or an empty key.
-    """
-    items: list[BackendConfig] = []
-    for value in values:
-        if "=" in value and not (base / value).is_file():
-            key = value.partition("=")[0].strip()
-            if not key:
-                raise IacError(f"{origin}: {value!r} has no key; expected KEY=VALUE or a file")
-            items.append(value)
-            continue
-        path = (base / value).expanduser()
-        if not path.is_file():
-            raise IacError(
-                f"{origin}: backend configuration file {value} not found (looked in {base}); "
-                "give KEY=VALUE or the path of a file of backend settings"
-            )
-        items.append(path.resolve())
-    return items
 
 
 # Many directories at once

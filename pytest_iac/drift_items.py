@@ -26,7 +26,8 @@ import pytest
 
 from pytest_iac import report as reports
 from pytest_iac import vcs
-from pytest_iac.drift import BackendConfig, DriftResult, DriftRun, parse_backend_config
+from pytest_iac.backend_config import BackendConfig, parse_backend_config
+from pytest_iac.drift import DriftResult, DriftRun
 from pytest_iac.errors import IacError, IacWarning
 from pytest_iac.fixtures import CHANGES_KEY, RUN_KEY, selects
 from pytest_iac.live import (

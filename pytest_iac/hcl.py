@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 _IDENTIFIER = re.compile(r"[^\W\d][\w-]*")  # Unicode letters too, as HCL allows
@@ -54,12 +54,15 @@ class Block:
     kind: str
     labels: tuple[str, ...]
     body: str
+    body_start: int = field(default=0, compare=False)  # where `body` begins in the text read
 
 
 @dataclass(frozen=True)
 class Attribute:
     name: str
     expression: str
+    # Where it is in the text read: from its name to the end of its (last) line.
+    span: tuple[int, int] = field(default=(0, 0), compare=False)
 
 
 @functools.lru_cache(maxsize=256)
@@ -93,7 +96,7 @@ def _items(body: str) -> Iterator[Block | Attribute]:
         i = _skip_spaces(body, name.end())
         if body.startswith("=", i) and not body.startswith("==", i):
             end = _scan(body, i + 1, "\n", eof_ok=True)
-            yield Attribute(name.group(), body[i + 1 : end].strip())
+            yield Attribute(name.group(), body[i + 1 : end].strip(), (name.start(), end))
             i = _skip_blank(body, end)
             continue
         labels: list[str] = []
@@ -109,7 +112,7 @@ def _items(body: str) -> Iterator[Block | Attribute]:
                 raise HclError(f"unexpected {body[i : i + 20]!r} in the header of {name.group()}")
             i = _skip_inline(body, end)
         end = _scan(body, i + 1, "}")
-        yield Block(name.group(), tuple(labels), body[i + 1 : end])
+        yield Block(name.group(), tuple(labels), body[i + 1 : end], i + 1)
         i = _skip_blank(body, end + 1)
 
 
@@ -208,6 +211,16 @@ def _skip_heredoc(text: str, opening: re.Match[str]) -> int:
             return end
         i = end + 1
     raise HclError(f"unterminated heredoc {marker}")
+
+
+# A string literal as init keeps it: printable ASCII (nothing to normalise), no escape, no
+# template.
+_PLAIN_STRING = re.compile(r'"[ !#&-\[\]-~]*"')
+
+
+def plain_string(expression: str) -> str | None:
+    """The value of `expression` if it is a plain string literal (see `_PLAIN_STRING`)."""
+    return expression[1:-1] if _PLAIN_STRING.fullmatch(expression) else None
 
 
 # Names code uses

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -78,9 +77,6 @@ def _dangling_links(directory: Path) -> bool:
     return False
 
 
-# A setting in a `*.tfbackend` file that init keeps as written: printable ASCII (nothing
-# to normalise), no escape, no template.
-_PLAIN_STRING = re.compile(r'"[ !#&-\[\]-~]*"')
 _BACKEND_STATE = "terraform.tfstate"  # in TF_DATA_DIR: the backend init set up
 # Backends whose init does nothing for a directory but keep its settings: each lists the
 # `default` workspace, so init selects no other (TF_DATA_DIR/environment). Not `remote` or
@@ -224,7 +220,8 @@ class InitCache:
             if read is None:
                 return None
             settings.update(read)
-        strings = {n: e[1:-1] for n, e in settings.items() if _PLAIN_STRING.fullmatch(e)}
+        plain = {name: hcl.plain_string(expression) for name, expression in settings.items()}
+        strings = {name: value for name, value in plain.items() if value is not None}
         if not strings:
             return None
         inputs = dict(inputs)  # the caller's stay as they are

@@ -844,35 +844,50 @@ module "part" {
 """
 
 
-def apply_with_own_state(pytester: pytest.Pytester, name: str, config: str = "") -> Path:
-    """A live directory whose `backend.tfbackend` names a state path of its own, applied."""
+def apply_with_own_state(
+    pytester: pytest.Pytester, name: str, config: str = "", *, in_block: bool = False
+) -> Path:
+    """A live directory that names a state path of its own, applied: in its
+    `backend.tfbackend`, or with `in_block`, in its backend block (relative to the
+    directory, as terraform reads it: `../../states/NAME.tfstate`, outside it)."""
     terraform = shutil.which("terraform")
     if terraform is None:
         pytest.skip("needs the terraform binary to deploy the live directory")
     live = pytester.path / "live" / name
     live.mkdir(parents=True)
-    (live / "main.tf").write_text(NAMED_STATE_LIVE % name + config)
-    state = pytester.path / "states" / f"{name}.tfstate"
-    (live / "backend.tfbackend").write_text(f'path = "{state}"\n')
+    main, init = NAMED_STATE_LIVE % name + config, ["init"]
+    if in_block:
+        path = f'backend "local" {{\n    path = "../../states/{name}.tfstate"\n  }}'
+        main = main.replace('backend "local" {}', path)
+    else:
+        state = pytester.path / "states" / f"{name}.tfstate"
+        (live / "backend.tfbackend").write_text(f'path = "{state}"\n')
+        init.append("-backend-config=backend.tfbackend")
+    (live / "main.tf").write_text(main)
     env = {**os.environ, "TF_DATA_DIR": str(pytester.path / "deploy-tfdata" / name)}
-    for args in (["init", "-backend-config=backend.tfbackend"], ["apply", "-auto-approve"]):
+    for args in (init, ["apply", "-auto-approve"]):
         subprocess.run(
             [terraform, *args, "-no-color"], cwd=live, env=env, check=True, capture_output=True
         )
     return live
 
 
+@pytest.mark.parametrize("in_block", [False, True], ids=["backend-file", "backend-block"])
 def test_directories_that_differ_only_in_their_state_path_share_one_init(
-    pytester: pytest.Pytester, iac_home: Path, engine: str
+    pytester: pytest.Pytester, iac_home: Path, engine: str, in_block: bool
 ) -> None:
     """As real live directories do, each names its own state (here a local path; an S3 key
     alike): one init serves all, and each is planned against its own state. A plan against
-    another's state would replace every resource (the inputs carry the directory's name)."""
-    for name in ("a", "b", "c"):
-        apply_with_own_state(pytester, name)
-    changed = pytester.path / "live" / "c" / "main.tf"
+    another's state would replace every resource (the inputs carry the directory's name).
+
+    In the backend block (the commonest layout), the path is relative to the directory and
+    outside it: the check finds the state where terraform run there does, and its copy's
+    block loses its plain strings to `-backend-config`, the same configuration."""
+    lives = [apply_with_own_state(pytester, n, in_block=in_block) for n in "abc"]
+    changed = lives[2] / "main.tf"
     changed.write_text(changed.read_text().replace("count = 3", "count = 4"))
     states = {p: p.read_bytes() for p in (pytester.path / "states").iterdir()}
+    code = {live: tree_snapshot(live) for live in lives}
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "-s", "-m", "drift", "live", f"--iac-binary={engine}"
     )
@@ -887,6 +902,7 @@ def test_directories_that_differ_only_in_their_state_path_share_one_init(
     assert sum("$ terraform init" in line for line in log) == 1, log
     assert sum("init shared from" in line for line in log) == 2, log
     assert {p: p.read_bytes() for p in (pytester.path / "states").iterdir()} == states
+    assert {live: tree_snapshot(live) for live in lives} == code
     assert leftovers(iac_home) == []
 
     # The re-run: every directory from the cache, each still against its own state.
@@ -895,6 +911,29 @@ def test_directories_that_differ_only_in_their_state_path_share_one_init(
     )
     rerun.assert_outcomes(passed=2, failed=1)
     assert not any("$ terraform init" in line for line in live_log(rerun))
+
+
+def test_a_relative_state_path_in_a_backend_file_is_the_directory_s(
+    pytester: pytest.Pytester, iac_home: Path
+) -> None:
+    """A state path in a `*.tfbackend` file is relative to the directory too; and what
+    terraform says about the code points at the user's lines, though the copy's backend
+    block lost its settings."""
+    live = apply_with_own_state(pytester, "a")
+    state = pytester.path / "states" / "a.tfstate"
+    (live / "backend.tfbackend").write_text('path = "../../states/a.tfstate"\n')
+    broken = apply_with_own_state(pytester, "b", in_block=True)
+    text = (broken / "main.tf").read_text() + '\noutput "broken" {\n  value = var.missing\n}\n'
+    (broken / "main.tf").write_text(text)
+    line = text.splitlines().index("  value = var.missing") + 1
+    before = state.read_bytes()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-m", "drift", "live")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*Reference to undeclared input variable*", f"  on main.tf line {line}:"]
+    )
+    assert state.read_bytes() == before
+    assert leftovers(iac_home) == []
 
 
 @pytest.mark.parametrize("fault", ["hash", "modules"])

@@ -1,0 +1,212 @@
+"""The backend settings of a drift check: the `-backend-config` arguments its init gets. No
+pytest here.
+
+A check runs in a copy of its live directory (`pytest_iac.workspace`), and its init is
+given, in Terraform's order (a later setting wins):
+
+1. the plain strings of the copy's backend block (`bucket`, `key`, `path`...), which
+   `move_block_strings()` takes out of the copy's code. Terraform merges `-backend-config`
+   into the block, so the configuration is the same; but the copies' backend blocks now
+   read alike where the directories differ only in those strings (their state's key, most
+   often), and one init serves them all (`init_cache.SharedInit`);
+2. the directory's own `*.tfbackend` files, by name;
+3. the run's settings (`--iac-backend-config`, ini `iac_backend_config`, the marker's);
+4. for a `local` backend whose state path is relative, that path made absolute: Terraform
+   reads it from the directory it runs in, and the check runs in the copy, where the state
+   is not.
+
+Settings given as `KEY=VALUE` or as values go into private files, never onto a command
+line: backend settings often hold credentials.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_iac import hcl, tfconfig
+from pytest_iac.errors import IacError
+from pytest_iac.redact import remember
+from pytest_iac.workspace import write_private
+
+# One backend configuration item: a file (Path), a `KEY=VALUE` string, or values (a mapping).
+BackendConfig = Path | str | Mapping[str, Any]
+
+_LOCAL_PATHS = ("path", "workspace_dir")  # a local backend's, relative to where it runs
+
+
+def init_args(
+    live_dir: Path, module_dir: Path, workdir: Path, backend_config: Sequence[BackendConfig]
+) -> list[str]:
+    """The `-backend-config` arguments of the init of `live_dir`'s copy at `module_dir`
+    (see the module documentation); their files are written in `workdir`."""
+    args: list[str] = []
+    given: list[dict[str, Any]] = []  # each argument's settings, to find a local state path
+
+    def write(settings: Mapping[str, Any]) -> None:
+        path = workdir / f"backend-{len(args)}.tfbackend"
+        write_private(path, "".join(f"{k} = {_hcl(v)}\n" for k, v in settings.items()))
+        args.append(f"-backend-config={path}")
+        given.append(dict(settings))
+
+    def add_file(path: Path) -> None:
+        args.append(f"-backend-config={path}")
+        settings = tfconfig.backend_settings(path) or {}
+        given.append({name: hcl.literal(expression) for name, expression in settings.items()})
+
+    block = tfconfig.read_module(module_dir).backend
+    moved = move_block_strings(module_dir)
+    if moved:
+        write(moved)
+    for file in sorted(module_dir.glob("*.tfbackend")):
+        add_file(file)
+    pending: dict[str, Any] = {}
+    for item in backend_config:
+        if isinstance(item, Mapping):
+            pending.update(item)
+        elif isinstance(item, str) and "=" in item:
+            key, _, value = item.partition("=")
+            pending[key.strip()] = value
+        else:
+            if pending:
+                write(pending)
+                pending = {}
+            add_file(Path(item).resolve())
+    if pending:
+        write(pending)
+    if block is not None and block.type == "local":
+        relative = _relative_local_paths(block, given)
+        if relative:
+            write({name: str(live_dir / value) for name, value in relative.items()})
+    return args
+
+
+def move_block_strings(module_dir: Path) -> dict[str, str]:
+    """Take the plain-string settings out of the backend block of the copy at `module_dir`
+    and return them (to be given to init as `-backend-config`, the same configuration).
+
+    Each setting's text is cut from its line, so every line keeps its number and terraform's
+    messages point at the user's lines. Nothing is taken where the block is not plainly
+    one, in one `.tf` file: none, in a JSON file, in or beside an override file (which could
+    replace it), or holding a nested block; nor a setting that is not a plain string
+    (`hcl.plain_string`), which stays as written.
+    """
+    files = tfconfig.module_files(module_dir)
+    found: list[tuple[Path, str, list[hcl.Attribute], int]] = []
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return {}
+        if "backend" not in text and "cloud" not in text:
+            continue
+        if tfconfig.is_override(path.name) or path.name.endswith(".json"):
+            return {}
+        try:
+            for outer in hcl.blocks(text):
+                if outer.kind != "terraform":
+                    continue
+                for inner in hcl.items(outer.body):
+                    if isinstance(inner, hcl.Block) and inner.kind in ("backend", "cloud"):
+                        if inner.kind == "cloud":
+                            return {}
+                        items = list(hcl.items(inner.body))
+                        if any(isinstance(i, hcl.Block) for i in items):
+                            return {}
+                        start = outer.body_start + inner.body_start
+                        attributes = [i for i in items if isinstance(i, hcl.Attribute)]
+                        found.append((path, text, attributes, start))
+        except hcl.HclError:
+            return {}
+    if len(found) != 1:
+        return {}
+    path, text, attributes, start = found[0]
+    moved: dict[str, str] = {}
+    for attribute in reversed(attributes):  # from the end: earlier offsets stay right
+        value = hcl.plain_string(attribute.expression)
+        if value is None:
+            continue
+        moved[attribute.name] = value
+        begin, end = (start + offset for offset in attribute.span)
+        text = text[:begin] + text[end:]
+    if moved:
+        path.write_text(text, encoding="utf-8")
+    return dict(reversed(moved.items()))
+
+
+def _relative_local_paths(block: tfconfig.Backend, given: list[dict[str, Any]]) -> dict[str, str]:
+    """A local backend's paths, as init will end up with them, that are relative."""
+    found: dict[str, Any] = {
+        name: hcl.literal(block.attributes[name])
+        for name in _LOCAL_PATHS
+        if name in block.attributes
+    }
+    for settings in given:
+        found.update({name: settings[name] for name in _LOCAL_PATHS if name in settings})
+    return {
+        name: value
+        for name, value in found.items()
+        if isinstance(value, str) and value and not Path(value).is_absolute()
+    }
+
+
+def remember_settings(backend_config: Sequence[BackendConfig]) -> None:
+    """The run's backend settings often hold credentials, and terraform's errors quote the
+    file they are written to: their values are masked wherever they show up. Words such as
+    `true` and numbers are left alone (they would mask everything)."""
+    values: list[Any] = []
+    for item in backend_config:
+        if isinstance(item, Mapping):
+            values.extend(item.values())
+        elif isinstance(item, str) and "=" in item:
+            values.append(item.partition("=")[2])
+        else:
+            settings = tfconfig.read_var_file(Path(item))  # what a tfvars file looks like
+            values.extend(settings.values.values())
+    remember([v for v in values if not _plain_word(v)])
+
+
+def _plain_word(value: Any) -> bool:
+    if isinstance(value, bool | int | float) or value is None:
+        return True
+    text = str(value).strip().lower()
+    return text in ("true", "false", "null") or text.replace(".", "", 1).isdigit()
+
+
+def _hcl(value: Any) -> str:
+    """A value as HCL: JSON literals are valid HCL for what backends take.
+
+    A `KEY=VALUE` string whose value is a JSON object or list (`endpoints={"s3": "..."}`)
+    keeps its structure; any other string stays a string (Terraform converts "true", "3").
+    """
+    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+        try:
+            return json.dumps(json.loads(value))
+        except ValueError:
+            pass
+    return json.dumps(value)
+
+
+def parse_backend_config(values: Sequence[str], base: Path, origin: str) -> list[BackendConfig]:
+    """Backend configuration given as `KEY=VALUE` or a file path (relative to `base`).
+
+    Raises `IacError` naming `origin` for a file that does not exist or an empty key.
+    """
+    items: list[BackendConfig] = []
+    for value in values:
+        if "=" in value and not (base / value).is_file():
+            key = value.partition("=")[0].strip()
+            if not key:
+                raise IacError(f"{origin}: {value!r} has no key; expected KEY=VALUE or a file")
+            items.append(value)
+            continue
+        path = (base / value).expanduser()
+        if not path.is_file():
+            raise IacError(
+                f"{origin}: backend configuration file {value} not found (looked in {base}); "
+                "give KEY=VALUE or the path of a file of backend settings"
+            )
+        items.append(path.resolve())
+    return items
