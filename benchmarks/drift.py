@@ -7,9 +7,11 @@
 
 Three workloads, generated and applied once with plain terraform so that state exists:
 
-- distinct (leads): 100 live root modules, each with its own local backend state path (given
-  in its `backend.tfbackend`, as a real live directory gives its own state key), 5
-  `terraform_data` through a shared local module. Every directory needs an init of its own.
+- distinct (leads): 100 live root modules, each with its own local backend state path (in
+  its backend block, relative to the directory, as a real live directory names its own
+  state key), 5 `terraform_data` through a shared local module. Each directory's plain
+  terraform needs an init of its own. (Until 2026-11-30 15:00 the path was in a
+  `backend.tfbackend` file; the provider workload keeps that layout.)
 - provider: 20 live root modules using `hashicorp/aws` (from a filesystem mirror; skipped,
   with the reason printed, without one) and an S3 backend on a moto server on loopback with a
   state key of its own, each holding an S3 bucket and an IAM role, so that refresh calls the
@@ -175,7 +177,8 @@ def shared_module(tree: Path) -> None:
 
 
 def generate_distinct(tree: Path, ctx: Context, count: int) -> list[Path]:
-    """A state path of its own per directory, in its backend.tfbackend; a shared module."""
+    """A state path of its own per directory, in its backend block (relative to the
+    directory, as terraform reads it: the commonest layout); a shared module."""
     shared_module(tree)
     dirs = []
     for index in range(count):
@@ -184,7 +187,9 @@ def generate_distinct(tree: Path, ctx: Context, count: int) -> list[Path]:
             directory / "main.tf",
             f"""\
             terraform {{
-              backend "local" {{}}
+              backend "local" {{
+                path = "../../states/{directory.name}.tfstate"
+              }}
             }}
 
             module "component" {{
@@ -198,8 +203,6 @@ def generate_distinct(tree: Path, ctx: Context, count: int) -> list[Path]:
             }}
             """,
         )
-        state = tree / "states" / f"{directory.name}.tfstate"
-        write(directory / "backend.tfbackend", f"path = {json.dumps(str(state))}\n")
         dirs.append(directory)
     return dirs
 
@@ -287,8 +290,8 @@ def generate_provider(tree: Path, ctx: Context, count: int) -> list[Path]:
 WORKLOADS = (
     Workload(
         "distinct",
-        "distinct backends: 100 dirs, a local state path each, 5 terraform_data via a shared "
-        "local module",
+        "distinct backends: 100 dirs, a local state path each in its backend block, 5 "
+        "terraform_data via a shared local module",
         100,
         generate_distinct,
         (
