@@ -21,6 +21,7 @@ line: backend settings often hold credentials.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,8 +54,11 @@ def init_args(
 
     def add_file(path: Path) -> None:
         args.append(f"-backend-config={path}")
-        settings = tfconfig.backend_settings(path) or {}
-        given.append({name: hcl.literal(expression) for name, expression in settings.items()})
+        settings = tfconfig.backend_settings(path)
+        if settings is None:  # what it sets cannot be told: leave every path as given
+            given.append(dict.fromkeys(_LOCAL_PATHS, hcl.UNKNOWN))
+        else:
+            given.append({name: hcl.literal(text) for name, text in settings.items()})
 
     block = tfconfig.read_module(module_dir).backend
     moved = move_block_strings(module_dir)
@@ -88,41 +92,57 @@ def move_block_strings(module_dir: Path) -> dict[str, str]:
     and return them (to be given to init as `-backend-config`, the same configuration).
 
     Each setting's text is cut from its line, so every line keeps its number and terraform's
-    messages point at the user's lines. Nothing is taken where the block is not plainly
-    one, in one `.tf` file: none, in a JSON file, in or beside an override file (which could
-    replace it), or holding a nested block; nor a setting that is not a plain string
-    (`hcl.plain_string`), which stays as written.
+    messages point at the user's lines; the rest of the file stays byte for byte (CRLF line
+    endings too, which a heredoc keeps in its value). Nothing is taken where the block is
+    not plainly one, in one `.tf` file: none, a `cloud` block, a `terraform` block in a JSON
+    file or a backend in an override file (which could replace it), a block with a nested
+    block or a setting given twice, or one Terraform would not read (`{ a = "x"` with a
+    second line): Terraform then says what it says of the code as written. Nor is a setting
+    taken that is not a plain string (`hcl.plain_string`): it stays as written.
     """
-    files = tfconfig.module_files(module_dir)
-    found: list[tuple[Path, str, list[hcl.Attribute], int]] = []
-    for path in files:
+    found: list[tuple[Path, str, hcl.Block, int]] = []  # file, text, block, body's offset
+    for path in tfconfig.module_files(module_dir):
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):
             return {}
+        if path.name.endswith(".json"):
+            try:
+                data = json.loads(text)
+            except ValueError:
+                return {}
+            if not isinstance(data, dict) or "terraform" in data:
+                return {}
+            continue
         if "backend" not in text and "cloud" not in text:
             continue
-        if tfconfig.is_override(path.name) or path.name.endswith(".json"):
-            return {}
         try:
-            for outer in hcl.blocks(text):
-                if outer.kind != "terraform":
-                    continue
-                for inner in hcl.items(outer.body):
-                    if isinstance(inner, hcl.Block) and inner.kind in ("backend", "cloud"):
-                        if inner.kind == "cloud":
-                            return {}
-                        items = list(hcl.items(inner.body))
-                        if any(isinstance(i, hcl.Block) for i in items):
-                            return {}
-                        start = outer.body_start + inner.body_start
-                        attributes = [i for i in items if isinstance(i, hcl.Attribute)]
-                        found.append((path, text, attributes, start))
+            blocks = [
+                (outer, inner)
+                for outer in hcl.blocks(text)
+                if outer.kind == "terraform"
+                for inner in hcl.items(outer.body)
+                if isinstance(inner, hcl.Block) and inner.kind in ("backend", "cloud")
+            ]
         except hcl.HclError:
             return {}
+        for outer, inner in blocks:
+            if inner.kind == "cloud" or tfconfig.is_override(path.name):
+                return {}
+            found.append((path, text, inner, outer.body_start + inner.body_start))
     if len(found) != 1:
         return {}
-    path, text, attributes, start = found[0]
+    path, text, block, start = found[0]
+    try:
+        items = list(hcl.items(block.body))
+    except hcl.HclError:
+        return {}
+    attributes = [item for item in items if isinstance(item, hcl.Attribute)]
+    names = {attribute.name for attribute in attributes}
+    if len(attributes) != len(items) or len(names) != len(attributes):
+        return {}
+    if len(items) > 1 and "\n" not in block.body[: attributes[0].span[0]]:
+        return {}
     moved: dict[str, str] = {}
     for attribute in reversed(attributes):  # from the end: earlier offsets stay right
         value = hcl.plain_string(attribute.expression)
@@ -132,7 +152,7 @@ def move_block_strings(module_dir: Path) -> dict[str, str]:
         begin, end = (start + offset for offset in attribute.span)
         text = text[:begin] + text[end:]
     if moved:
-        path.write_text(text, encoding="utf-8")
+        path.write_bytes(text.encode("utf-8"))
     return dict(reversed(moved.items()))
 
 
@@ -182,11 +202,10 @@ def _hcl(value: Any) -> str:
     keeps its structure; any other string stays a string (Terraform converts "true", "3").
     """
     if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
-        try:
-            return json.dumps(json.loads(value))
-        except ValueError:
-            pass
-    return json.dumps(value)
+        with contextlib.suppress(ValueError):
+            value = json.loads(value)
+    # `${` and `%{` in a quoted string would be a template: escaped, they are themselves.
+    return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
 
 
 def parse_backend_config(values: Sequence[str], base: Path, origin: str) -> list[BackendConfig]:

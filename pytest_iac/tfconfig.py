@@ -386,7 +386,8 @@ def backend_settings(path: Path) -> dict[str, str] | None:
     """The settings of a `*.tfbackend` file (`-backend-config`) as written: each name with
     its expression's text, in the file's order; None when it cannot be read."""
     try:
-        settings = _assignments(path.read_text(encoding="utf-8"), "a backend settings file")
+        # A byte order mark is Terraform's to skip too (what some editors write first).
+        settings = _assignments(path.read_text(encoding="utf-8-sig"), "a backend settings file")
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):  # HclError
         return None
     return {name: e.strip() for name, e in settings.items()}

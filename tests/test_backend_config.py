@@ -93,6 +93,50 @@ def test_nothing_moves_where_the_block_is_not_plainly_one(
     assert {p.name: p.read_text() for p in directory.iterdir()} == files
 
 
+def test_the_rest_of_the_file_stays_byte_for_byte(tmp_path: Path) -> None:
+    # CRLF line endings: a heredoc keeps them in its value, so they must not change.
+    text = S3.replace("\n", "\r\n") + "locals {\r\n  policy = <<EOT\r\n{}\r\nEOT\r\n}\r\n"
+    directory = tmp_path / "src"
+    directory.mkdir()
+    (directory / "main.tf").write_bytes(text.encode())
+    assert set(move_block_strings(directory)) == {"bucket", "key", "region"}
+    after = (directory / "main.tf").read_bytes().decode()
+    assert after.count("\n") == text.count("\n")
+    kept = [line for line in after.split("\n") if line.strip()]
+    assert all(line.endswith("\r") for line in kept[:-1])
+    assert after.endswith("  policy = <<EOT\r\n{}\r\nEOT\r\n}\r\n")
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        pytest.param('    path = "a.tfstate"\n    path = "b.tfstate"\n', id="set-twice"),
+        pytest.param(
+            ' path = "a.tfstate"\n    workspace_dir = "w"\n', id="first-on-the-brace-line"
+        ),
+    ],
+)
+def test_a_block_terraform_would_refuse_is_left_for_terraform_to_refuse(
+    tmp_path: Path, block: str
+) -> None:
+    text = f'terraform {{\n  backend "local" {{{block}  }}\n}}\n'
+    directory = module(tmp_path, text)
+    assert move_block_strings(directory) == {}
+    assert (directory / "main.tf").read_text() == text
+
+
+def test_json_and_override_files_stop_the_move_only_when_they_may_hold_a_backend(
+    tmp_path: Path,
+) -> None:
+    directory = module(tmp_path, S3)
+    (directory / "extra.tf.json").write_text('{"resource": {"terraform_data": {"x": {}}}}')
+    (directory / "cloud_override.tf").write_text('resource "google_cloud_run_service" "x" {}\n')
+    assert set(move_block_strings(directory)) == {"bucket", "key", "region"}
+    other = module(tmp_path / "o", S3)
+    (other / "extra.tf.json").write_text('{"terraform": {"required_version": ">= 1.5"}}')
+    assert move_block_strings(other) == {}
+
+
 def test_strings_that_are_not_plain_stay_as_written(tmp_path: Path) -> None:
     text = (
         'terraform {\n  backend "local" {\n    path = "caf\\u00e9.tfstate"\n'
@@ -120,8 +164,7 @@ def test_init_gets_the_block_s_strings_first_and_a_relative_state_path_made_abso
         tmp_path, 'terraform {\n  backend "local" {\n    path = "../../s/app.tfstate"\n  }\n}\n'
     )
     (directory / "backend.tfbackend").write_text('workspace_dir = "ws"\n')
-    work = tmp_path / "work"
-    work.mkdir()
+    work = workdir(tmp_path, "w")
     args = init_args(live, directory, work, ["workspace_dir=elsewhere"])
     assert arguments(args) == [
         'path = "../../s/app.tfstate"\n',
@@ -138,11 +181,39 @@ def test_init_gets_the_block_s_strings_first_and_a_relative_state_path_made_abso
 def test_an_absolute_state_path_and_other_backends_are_left_as_given(tmp_path: Path) -> None:
     live = tmp_path / "live"
     directory = module(tmp_path, S3)
-    work = tmp_path / "work"
-    work.mkdir()
-    args = init_args(live, directory, work, [{"key": "relative/but/a/key"}])
+    args = init_args(live, directory, workdir(tmp_path, "s3"), [{"key": "relative/but/a/key"}])
     assert len(args) == 2  # the block's strings, then the run's: no path for an S3 key
     local = module(tmp_path / "l", 'terraform {\n  backend "local" {}\n}\n')
-    assert init_args(live, local, work, ["path=/abs/state.tfstate"])[-1:] == [
+    work = workdir(tmp_path, "local")
+    assert init_args(live, local, work, ["path=/abs/state.tfstate"]) == [
         f"-backend-config={work}/backend-0.tfbackend"
     ]
+
+
+def workdir(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / "work" / name
+    path.mkdir(parents=True)
+    return path
+
+
+def test_a_settings_file_that_cannot_be_read_leaves_the_state_path_as_given(
+    tmp_path: Path,
+) -> None:
+    live = tmp_path / "live"
+    block = 'terraform {\n  backend "local" {\n    path = "default.tfstate"\n  }\n}\n'
+    directory = module(tmp_path, block)
+    # A byte order mark is read past, as Terraform does: that file's absolute path wins.
+    (directory / "a.tfbackend").write_bytes(b'\xef\xbb\xbfpath = "/srv/app.tfstate"\n')
+    args = init_args(live, directory, workdir(tmp_path, "bom"), [])
+    assert arguments(args) == ['path = "default.tfstate"\n', "a.tfbackend"]
+    # What the reader cannot tell (a block in it): no path is made absolute over it.
+    other = module(tmp_path / "other", block)
+    (other / "b.tfbackend").write_text('path = "/srv/app.tfstate"\nx {\n}\n')
+    args = init_args(live, other, workdir(tmp_path, "broken"), [])
+    assert arguments(args) == ['path = "default.tfstate"\n', "b.tfbackend"]
+
+
+def test_a_template_sign_in_a_setting_is_not_a_template(tmp_path: Path) -> None:
+    directory = module(tmp_path, 'terraform {\n  backend "s3" {}\n}\n')
+    args = init_args(tmp_path, directory, workdir(tmp_path, "t"), ["key=a/${b}/%{c}"])
+    assert arguments(args) == ['key = "a/$${b}/%%{c}"\n']

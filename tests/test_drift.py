@@ -948,7 +948,11 @@ def test_a_shared_init_that_fails_the_plan_is_made_again(
     part.mkdir(parents=True)
     (part / "main.tf").write_text('resource "terraform_data" "p" {\n  input = "part"\n}\n')
     for name in ("a", "b", "c"):
-        apply_with_own_state(pytester, name, MODULE_CALL)
+        live = apply_with_own_state(pytester, name, MODULE_CALL)
+        # A state left beside the code (the backend names another path): the check copies
+        # it along, and the second init must not take it for state to migrate.
+        stale = pytester.path / "states" / f"{name}.tfstate"
+        (live / "terraform.tfstate").write_bytes(stale.read_bytes())
     args = ("-p", "no:cacheprovider", "-s", "-m", "drift", "--iac-drift-workers=1")
     pytester.runpytest_subprocess(*args, "live/a").assert_outcomes(passed=1)
     for entry in cache_entries(iac_home):  # a's own, and the one to share
