@@ -103,7 +103,9 @@ class SharedInit:
     """One init for directories whose backend settings differ only in plain strings.
 
     A hundred live directories alike but for the state key (or local state path) that each
-    gives in its `*.tfbackend` file differ, to init, only there. Terraform keeps the
+    gives in its backend block or its `*.tfbackend` file differ, to init, only there (a
+    check's init gets the block's plain strings as `-backend-config` too:
+    `pytest_iac.backend_config`). Terraform keeps the
     settings it was given in TF_DATA_DIR's `terraform.tfstate` (`backend.config`) and checks
     before each plan that the backend block in the code is the one initialised (a hash of
     the block, which `-backend-config` does not enter). So after one directory's init,
@@ -214,6 +216,9 @@ class InitCache:
             return None
         if "read" not in inputs:  # the reader cannot vouch for what init reads
             return None
+        backend = tfconfig.read_module(call.module_dir).backend
+        if backend is None or backend.type not in _SHAREABLE_BACKENDS:
+            return None
         settings: dict[str, str] = {}
         for file in files:  # in init's order: a later file's setting wins
             read = tfconfig.backend_settings(file)
@@ -315,21 +320,25 @@ class InitCache:
             shared = None
         if found := self._use(key, data_dir, module_dir, shared):
             return found
-        with self._claims_lock:
-            claim = self._claims.setdefault(shared.key if shared else key, threading.Lock())
-        with claim:
-            if shared is not None and shared.key in self._unshareable:
-                shared = None  # decided while this one waited: init on its own
-            if found := self._use(key, data_dir, module_dir, shared):  # made while it waited
-                return found
-            run_init()
-            self.store(key, data_dir, module_dir)
-            if shared is not None:
-                if _backend_strings(data_dir, shared.strings):
-                    self.store(shared.key, data_dir, module_dir)
-                else:  # the others that wait on this key init each on its own, at once
-                    self._unshareable.add(shared.key)
-            return "ran"
+        while True:
+            with self._claims_lock:
+                claim = self._claims.setdefault(shared.key if shared else key, threading.Lock())
+            with claim:
+                if shared is not None and shared.key in self._unshareable:
+                    # Decided while this one waited: it inits on its own key, at once with
+                    # the others that waited (not in turn, holding the shared one).
+                    shared = None
+                    continue
+                if found := self._use(key, data_dir, module_dir, shared):  # made meanwhile
+                    return found
+                run_init()
+                self.store(key, data_dir, module_dir)
+                if shared is not None:
+                    if _backend_strings(data_dir, shared.strings):
+                        self.store(shared.key, data_dir, module_dir)
+                    else:
+                        self._unshareable.add(shared.key)
+                return "ran"
 
     def _use(
         self, key: str, data_dir: Path, module_dir: Path, shared: SharedInit | None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -345,7 +347,9 @@ def test_a_provider_block_and_a_resource_of_its_provider_init_alike_in_terraform
     assert made["bucket"] == made["policy"] == made["both"]
 
 
-def shared(tmp_path: Path, name: str, tfbackend: str, backend_block: str = "") -> Any:
+def shared(
+    tmp_path: Path, name: str, tfbackend: str, backend_block: str = "", backend: str = "s3"
+) -> Any:
     """What `InitCache.keys` shares for a live directory `name` with this `backend.tfbackend`."""
     terraform_path = shutil.which("terraform")
     if terraform_path is None:
@@ -354,7 +358,9 @@ def shared(tmp_path: Path, name: str, tfbackend: str, backend_block: str = "") -
     work = tmp_path / name
     module = work / "src" / "live"
     module.mkdir(parents=True)
-    (module / "main.tf").write_text(f'terraform {{\n  backend "s3" {{{backend_block}}}\n}}\n')
+    (module / "main.tf").write_text(
+        f'terraform {{\n  backend "{backend}" {{{backend_block}}}\n}}\n'
+    )
     (module / "backend.tfbackend").write_text(tfbackend)
     args = ["init", f"-backend-config={module / 'backend.tfbackend'}"]
     cache = InitCache(tmp_path / "cache", "engine")
@@ -386,6 +392,48 @@ def test_an_init_is_shared_only_where_plain_strings_differ(tmp_path: Path) -> No
     assert shared(tmp_path, "block-in-file", 'assume_role {\n  role_arn = "x"\n}\n') is None
     assert shared(tmp_path, "broken", 'key = "unterminated\n') is None
     assert shared(tmp_path, "no-strings", "encrypt = true\n") is None
+    # A backend whose entry cannot be shared (see the next test) gets no key to share:
+    # its checks would only wait on one another's inits.
+    assert shared(tmp_path, "http", 'address = "https://x/a"\n', backend="http") is None
+
+
+def test_checks_that_find_the_shared_init_unshareable_init_at_once(tmp_path: Path) -> None:
+    """The first init kept no strings as given: those that waited for it each init on their
+    own key, at the same time, not in turn while holding the shared one."""
+    cache = InitCache(tmp_path / "cache", "engine")
+    started, finish = threading.Event(), threading.Event()
+    others_met = threading.Barrier(3)  # b, c and d: passed only if all three init at once
+
+    def init_in(name: str) -> str:
+        work = tmp_path / name
+        (work / "src").mkdir(parents=True)
+
+        def run_init() -> None:
+            if name == "a":
+                started.set()
+                finish.wait(timeout=30)
+            else:
+                others_met.wait(timeout=10)
+            (work / "tfdata").mkdir()
+            backend = {"type": "s3", "config": {"key": "rewritten/by/init"}, "hash": 1}
+            (work / "tfdata" / "terraform.tfstate").write_text(json.dumps({"backend": backend}))
+
+        to_share = SharedInit("shared-key", {"key": f"{name}/terraform.tfstate"})
+        return cache.init(f"own-{name}", work / "tfdata", work / "src", run_init, to_share)
+
+    results: dict[str, str] = {}
+    threads = {
+        n: threading.Thread(target=lambda n=n: results.update({n: init_in(n)})) for n in "abcd"
+    }
+    threads["a"].start()
+    assert started.wait(timeout=30)
+    for name in "bcd":  # they wait for a's init, on the key to share
+        threads[name].start()
+    time.sleep(0.2)
+    finish.set()
+    for thread in threads.values():
+        thread.join(timeout=60)
+    assert results == dict.fromkeys("abcd", "ran")
 
 
 @pytest.mark.parametrize(
