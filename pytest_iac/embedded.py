@@ -341,18 +341,20 @@ class Worker:
         self._out.reset()
         self._err.reset()
         try:
+            watchdog.until(self.process, deadline)
             self._send({"id": run_id, "argv": list(argv)})
         except OSError:
             raise self._crashed() from None
         try:
             if not self._pump(deadline, sink):
-                self._stop(run_id, grace, sink)
+                self._stop(run_id, time.monotonic() + grace, sink)
                 raise WorkerTimeout(self._out.text, self._err.text)
         except BaseException as error:
             if isinstance(error, (WorkerTimeout, WorkerCrashed)):
                 raise
-            # KeyboardInterrupt, SIGTERM, a pytest-timeout: let Terraform save its state.
-            self._stop(run_id, grace, sink)
+            # KeyboardInterrupt, SIGTERM, a pytest-timeout: let Terraform finish what it
+            # does and save its state, for as long as the command may run.
+            self._stop(run_id, max(time.monotonic(), deadline) + grace, sink)
             raise
         try:
             code = int(self._out.tail)
@@ -375,8 +377,9 @@ class Worker:
                 stream.feed(data, sink)
         return True
 
-    def _stop(self, run_id: str, grace: float, sink: LineSink | None) -> None:
-        """Cancel the command like a Ctrl-C, then end the worker with its process group.
+    def _stop(self, run_id: str, until: float, sink: LineSink | None) -> None:
+        """Cancel the command like a Ctrl-C, let it end by `until` (`time.monotonic()`),
+        then end the worker with its process group.
 
         Terraform stops a local-exec provisioner by killing its shell, not what the shell
         started; these are in the worker's group (the binary's get a SIGINT to its group).
@@ -385,7 +388,7 @@ class Worker:
         try:
             with contextlib.suppress(OSError):
                 self._send({"cancel": run_id})
-            self._pump(time.monotonic() + grace, sink)  # False: not over in `grace`
+            self._pump(until, sink)  # False: not over by then
         except WorkerCrashed:
             pass
         finally:

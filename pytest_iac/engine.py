@@ -329,11 +329,11 @@ class Terraform:
                 start_new_session=True,
             )
             output = _Output(process, sink)
+            deadline = started + self.settings.timeout
             try:
-                watchdog.watch(process)
+                watchdog.watch(process, deadline=deadline)
                 # Wait for the end of the output, then the exit: `Popen.wait(timeout)` polls
                 # in sleeps of up to 50 ms, which added ~30 ms to every command.
-                deadline = started + self.settings.timeout
                 if not output.read(deadline):
                     raise subprocess.TimeoutExpired(args, self.settings.timeout)
                 returncode = process.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -342,8 +342,9 @@ class Terraform:
                 output.read(time.monotonic() + _DRAIN)
                 raise self._timed_out(args, cwd, output.stdout + output.stderr, module) from None
             except BaseException:
-                # KeyboardInterrupt or SIGTERM: let terraform finish writing its state.
-                _stop(process, output)
+                # KeyboardInterrupt or SIGTERM: let terraform finish what it does and save
+                # its state, for as long as its command may run (a second one kills it).
+                _stop(process, output, deadline)
                 raise
             finally:
                 watchdog.forget(process)
@@ -558,10 +559,16 @@ class _Output:
             pipe.close()
 
 
-def _stop(process: subprocess.Popen[bytes], output: _Output | None = None) -> None:
-    """Interrupt terraform like a Ctrl-C would, then kill it if it does not stop in time.
+def _stop(
+    process: subprocess.Popen[bytes], output: _Output | None = None, until: float = 0.0
+) -> None:
+    """Interrupt terraform like a Ctrl-C would, then kill it if it does not stop in time:
+    the grace period after `until` (its command's deadline, `time.monotonic()`), or after
+    now if that is later.
 
-    Its output is read meanwhile: a full pipe would keep it from finishing.
+    An interrupted terraform finishes the operations under way before it saves its state,
+    which can take minutes: killed sooner, it leaves behind what no state records. Its
+    output is read meanwhile: a full pipe would keep it from finishing.
     """
     if process.poll() is not None:
         return
@@ -569,7 +576,7 @@ def _stop(process: subprocess.Popen[bytes], output: _Output | None = None) -> No
         os.killpg(process.pid, signal.SIGINT)
     watchdog.interrupted(process)
     try:
-        deadline = time.monotonic() + _STOP_GRACE
+        deadline = max(time.monotonic(), until) + _STOP_GRACE
         if output is not None:
             output.read(deadline)
         process.wait(timeout=max(0.0, deadline - time.monotonic()))

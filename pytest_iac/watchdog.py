@@ -17,8 +17,13 @@ gone, and the watchdog stops them as pytest would have:
   interrupt makes terraform exit at once, without saving;
 - meanwhile it reads their output: a Go program whose standard output is a pipe nobody reads
   dies of SIGPIPE at its next line, before it saves its state;
-- once every pipe has closed, or after a grace period, SIGKILL to each group: whatever
-  survived the interrupt (a provisioner that ignores it, terraform past the grace period).
+- once every pipe has closed, SIGKILL to each group: whatever survived the interrupt (a
+  provisioner that ignores it); or at the latest when pytest itself would have killed it:
+  the end of its command's time (`--iac-timeout`, given with `watch()` or `until()`) and
+  the grace period after, and never sooner than the grace period after pytest's death.
+  An interrupted terraform finishes the operations under way before it saves its state (a
+  database can take many minutes to create): killed sooner, it would leave behind what no
+  state records.
 
 A process is registered right after it starts: a death in those microseconds goes unseen.
 
@@ -91,17 +96,28 @@ _client = _Client()
 os.register_at_fork(after_in_child=_client.forget_parent)
 
 
-def watch(process: subprocess.Popen[bytes], *, interrupt: bool = True) -> None:
+def watch(
+    process: subprocess.Popen[bytes], *, interrupt: bool = True, deadline: float | None = None
+) -> None:
     """Have the watchdog stop `process`'s group if pytest dies before `forget(process)`.
 
     `process` leads a process group of its own (`start_new_session=True`). Without
     `interrupt`, the group gets no SIGINT, only the kill: for a process that stops its
     command itself when pytest dies (an embedded worker, whose stdin closes), where the
     watchdog's SIGINT would be the second interrupt, which stops terraform unsaved.
+    `deadline` (`time.monotonic()`, the same clock in every process): the end of the
+    command's time, before which (and the grace period after) the group is not killed.
     """
     pipes = [pipe.fileno() for pipe in (process.stdout, process.stderr) if pipe is not None]
     message = f"+{process.pid} {len(pipes)}\n" + ("" if interrupt else f"!{process.pid}\n")
+    if deadline is not None:
+        message += f"~{process.pid} {deadline!r}\n"
     _client.watch(process.pid, pipes, message)
+
+
+def until(process: subprocess.Popen[bytes], deadline: float) -> None:
+    """`process`'s group runs a command whose time ends at `deadline` (see `watch()`)."""
+    _client.tell(f"~{process.pid} {deadline!r}\n")
 
 
 def interrupted(process: subprocess.Popen[bytes]) -> None:
@@ -134,6 +150,7 @@ def _start() -> tuple[socket.socket, subprocess.Popen[bytes]]:
 def main(channel_fd: int, grace: float) -> int:
     channel = socket.socket(fileno=channel_fd)
     groups: dict[int, list[int]] = {}  # process group -> the read ends of its output pipes
+    deadlines: dict[int, float] = {}  # process group -> the end of its command's time
     interrupted: set[int] = set()
     received: list[int] = []  # pipes received, not yet claimed by their message
     buffer = b""
@@ -153,25 +170,41 @@ def main(channel_fd: int, grace: float) -> int:
                 groups[pgid], received = received[:count], received[count:]
             elif line.startswith(b"!"):  # !PGID: interrupted already, or stops itself
                 interrupted.add(int(line[1:]))
+            elif line.startswith(b"~"):  # ~PGID DEADLINE: its command's time ends then
+                pgid_text, deadline = line[1:].split()
+                deadlines[int(pgid_text)] = float(deadline)
             else:  # -PGID: ended
                 pgid = int(line[1:])
                 interrupted.discard(pgid)
+                deadlines.pop(pgid, None)
                 for fd in groups.pop(pgid, []):
                     os.close(fd)
-    _stop(groups, interrupted, grace)
+    _stop(groups, interrupted, deadlines, grace)
     return 0
 
 
-def _stop(groups: dict[int, list[int]], interrupted: set[int], grace: float) -> None:
-    """Interrupt every group, read its output until it ends or `grace` runs out, kill."""
+def _stop(
+    groups: dict[int, list[int]], interrupted: set[int], deadlines: dict[int, float], grace: float
+) -> None:
+    """Interrupt every group and read its output until it ends; kill each when its pipes
+    have closed, or at the grace period after its command's deadline (after now, at least)."""
     for pgid in groups.keys() - interrupted:
         _signal(pgid, signal.SIGINT)
-    deadline = time.monotonic() + grace
+    now = time.monotonic()
+    kill_at = {pgid: max(now, deadlines.get(pgid, now)) + grace for pgid in groups}
     with selectors.DefaultSelector() as selector:
-        for fds in groups.values():
+        for pgid, fds in groups.items():
             for fd in fds:
-                selector.register(fd, selectors.EVENT_READ)
-        while selector.get_map() and (left := deadline - time.monotonic()) > 0:
+                selector.register(fd, selectors.EVENT_READ, pgid)
+        while waiting := {key.data for key in selector.get_map().values()}:
+            pgid = min(waiting, key=kill_at.__getitem__)
+            left = kill_at[pgid] - time.monotonic()
+            if left <= 0:  # its time is over: killed, its pipes no longer read
+                _signal(pgid, signal.SIGKILL)
+                for fd in groups[pgid]:
+                    with contextlib.suppress(KeyError):  # closed already
+                        selector.unregister(fd)
+                continue
             for key, _ in selector.select(left):
                 if not os.read(key.fd, 65536):
                     selector.unregister(key.fd)

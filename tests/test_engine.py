@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shutil
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from conftest import leftovers
 
-from pytest_iac import embedded
+from pytest_iac import embedded, engine
 from pytest_iac.engine import Settings, Terraform, cli_config, find_engine
 from pytest_iac.errors import EngineNotFoundError, TerraformError
 
@@ -220,3 +222,28 @@ def test_zero_retries_means_zero(pytester: pytest.Pytester, iac_home: Path) -> N
 def test_s_works_without_the_logging_plugin(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
     pytester.runpytest("-s", "-p", "no:logging").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("until", [None, 20.0], ids=["timed-out", "interrupted"])
+def test_an_interrupted_command_may_stop_until_its_time_is_over(
+    monkeypatch: pytest.MonkeyPatch, until: float | None
+) -> None:
+    """Interrupted (Ctrl-C, SIGTERM), terraform finishes the operations under way before it
+    saves its state: it gets until its command's deadline, then the grace period. A command
+    that ran out of its time gets the grace period only. Here a stand-in takes 2 s to stop,
+    and the grace period is 0.5 s."""
+    monkeypatch.setattr(engine, "_STOP_GRACE", 0.5)
+    stand_in = subprocess.Popen(
+        ["sh", "-c", 'trap "sleep 2; exit 0" INT; echo ready; while :; do sleep 0.05; done'],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert stand_in.stdout is not None
+    stand_in.stdout.readline()
+    if until is None:
+        engine._stop(stand_in)
+        assert stand_in.returncode == -9  # killed
+    else:
+        engine._stop(stand_in, until=time.monotonic() + until)
+        assert stand_in.returncode == 0  # it ended on its own
+    stand_in.stdout.close()

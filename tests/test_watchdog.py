@@ -67,3 +67,49 @@ def test_a_dead_process_s_groups_are_interrupted_once_then_killed(tmp_path: Path
     # The first got its interrupt and ended; the second, interrupted before, got no second
     # one, nor did the third: they ran until the grace period was over, then were killed.
     assert log.read_text().split() == ["first"]
+
+
+# Each group's shell takes 3 s to end once interrupted, as terraform finishing the operations
+# under way before it saves its state. One has a command deadline 20 s ahead, one has none.
+SLOW_TO_STOP = """
+import os, signal, subprocess, sys, time
+from pytest_iac import watchdog
+
+watchdog.STOP_GRACE = 1.0
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+script = 'trap "sleep 3; echo $0 >> {log}; exit" INT; echo ready; while :; do sleep 0.05; done'
+pids = []
+for name, deadline in (("timed", time.monotonic() + 20), ("untimed", None)):
+    group = subprocess.Popen(
+        ["sh", "-c", script, name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    watchdog.watch(group, deadline=deadline)
+    group.stdout.readline()
+    pids.append(group.pid)
+print(" ".join(map(str, pids)), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_group_is_not_killed_before_its_command_s_time_is_over(tmp_path: Path) -> None:
+    """pytest alive would give an interrupted command until its deadline (and the grace
+    period) to stop: so does the watchdog once pytest is dead. Without a deadline, the
+    grace period after the death is all it gets."""
+    log = tmp_path / "saved"
+    stand_in = subprocess.run(
+        [sys.executable, "-c", SLOW_TO_STOP.format(log=log)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert stand_in.returncode == -9, stand_in.stderr
+    pids = [int(pid) for pid in stand_in.stdout.split()]
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in pids)
+    assert log.read_text().split() == ["timed"]
