@@ -49,14 +49,11 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
-def test_a_dead_process_s_groups_are_interrupted_once_then_killed(tmp_path: Path) -> None:
-    log = tmp_path / "interrupts"
+def die_and_wait_for_the_groups(stand_in_code: str) -> None:
+    """Run a stand-in for pytest that starts groups and dies of SIGKILL; wait until none of
+    its groups' processes is left (30 s at most: the watchdog must have ended them all)."""
     stand_in = subprocess.run(
-        [sys.executable, "-c", STAND_IN.format(log=log)],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [sys.executable, "-c", stand_in_code], capture_output=True, text=True, timeout=60
     )
     assert stand_in.returncode == -9, stand_in.stderr
     pids = [int(pid) for pid in stand_in.stdout.split()]
@@ -64,6 +61,12 @@ def test_a_dead_process_s_groups_are_interrupted_once_then_killed(tmp_path: Path
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(pid) for pid in pids)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_dead_process_s_groups_are_interrupted_once_then_killed(tmp_path: Path) -> None:
+    log = tmp_path / "interrupts"
+    die_and_wait_for_the_groups(STAND_IN.format(log=log))
     # The first got its interrupt and ended; the second, interrupted before, got no second
     # one, nor did the third: they ran until the grace period was over, then were killed.
     assert log.read_text().split() == ["first"]
@@ -100,16 +103,5 @@ def test_a_group_is_not_killed_before_its_command_s_time_is_over(tmp_path: Path)
     period) to stop: so does the watchdog once pytest is dead. Without a deadline, the
     grace period after the death is all it gets."""
     log = tmp_path / "saved"
-    stand_in = subprocess.run(
-        [sys.executable, "-c", SLOW_TO_STOP.format(log=log)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert stand_in.returncode == -9, stand_in.stderr
-    pids = [int(pid) for pid in stand_in.stdout.split()]
-    deadline = time.monotonic() + 30
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(alive(pid) for pid in pids)
+    die_and_wait_for_the_groups(SLOW_TO_STOP.format(log=log))
     assert log.read_text().split() == ["timed"]
