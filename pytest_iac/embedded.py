@@ -63,7 +63,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -334,7 +334,13 @@ class Worker:
         return self.process.pid
 
     def run(
-        self, argv: Sequence[str], *, deadline: float, grace: float, sink: LineSink | None
+        self,
+        argv: Sequence[str],
+        *,
+        deadline: float,
+        grace: float,
+        sink: LineSink | None,
+        on_stop: Callable[[float], None] | None = None,
     ) -> Ran:
         """Run one command; stop it gracefully at `deadline` or on an interrupt."""
         run_id = secrets.token_hex(8)
@@ -356,7 +362,10 @@ class Worker:
             # Ctrl-C or SIGTERM: let Terraform finish what it does and save its state, for
             # as long as the command may run. A pytest-timeout: the grace period.
             last = deadline if isinstance(error, KeyboardInterrupt) else 0.0
-            self._stop(run_id, max(time.monotonic(), last) + grace, sink)
+            until = max(time.monotonic(), last) + grace
+            if on_stop is not None:
+                on_stop(until - time.monotonic())
+            self._stop(run_id, until, sink)
             raise
         finally:
             watchdog.until(self.process, 0.0)  # no command of its own runs now
@@ -554,8 +563,10 @@ def run(
     deadline: float,
     grace: float,
     sink: LineSink | None,
+    on_stop: Callable[[float], None] | None = None,
 ) -> Ran | None:
     """Run `terraform ARGS` in `cwd` in a worker; None when no worker can take it now.
+    `on_stop` is told how many seconds an interrupted command may take to stop.
 
     Raises WorkerTimeout at `deadline` (after a graceful stop), WorkerCrashed if the worker
     dies, and re-raises an interrupt after stopping the command gracefully.
@@ -567,7 +578,11 @@ def run(
         return None
     try:
         return worker.run(
-            [f"-chdir={Path(cwd).absolute()}", *args], deadline=deadline, grace=grace, sink=sink
+            [f"-chdir={Path(cwd).absolute()}", *args],
+            deadline=deadline,
+            grace=grace,
+            sink=sink,
+            on_stop=on_stop,
         )
     finally:
         pool().release(worker)

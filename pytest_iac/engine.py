@@ -193,6 +193,8 @@ class Terraform:
         self._version: str | None = None
         self._platform: str | None = None
         self.progress: Progress | None = None  # running commands, for the progress display
+        # What must be seen now, whatever captures output (pytest's terminal, in a run).
+        self.notify: Callable[[str], None] = log.warning
 
     @property
     def version(self) -> str:
@@ -228,6 +230,16 @@ class Terraform:
 
     def describe(self) -> str:
         return self.engine.describe(self.version)
+
+    def _say_stopping(self, seconds: float) -> None:
+        """An interrupted command may take its time to stop: say so, and what to do."""
+        if seconds > _STOP_GRACE:
+            self.notify(
+                "pytest-iac: terraform was interrupted: it finishes the operations under way "
+                f"and saves its state, which may take up to {seconds:.0f} s (the rest of its "
+                f"command's time, --iac-timeout, then {_STOP_GRACE:.0f} s). Interrupt again "
+                "to kill it, leaving behind what its state does not record."
+            )
 
     def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not _SCRUBBED_ENV.match(k)}
@@ -345,7 +357,8 @@ class Terraform:
                 # Ctrl-C or SIGTERM: let terraform finish what it does and save its state,
                 # for as long as its command may run (a second one kills it). Anything
                 # else (a pytest-timeout): the grace period, as for a timeout.
-                _stop(process, output, deadline if isinstance(error, KeyboardInterrupt) else 0)
+                interrupted = isinstance(error, KeyboardInterrupt)
+                _stop(process, output, deadline if interrupted else 0, self._say_stopping)
                 raise
             finally:
                 watchdog.forget(process)
@@ -404,6 +417,7 @@ class Terraform:
                 deadline=started + self.settings.timeout,
                 grace=_STOP_GRACE,
                 sink=sink,
+                on_stop=self._say_stopping,
             )
         except embedded.WorkerTimeout as stopped:
             raise self._timed_out(args, cwd, stopped.stdout + stopped.stderr, module) from None
@@ -561,7 +575,10 @@ class _Output:
 
 
 def _stop(
-    process: subprocess.Popen[bytes], output: _Output | None = None, until: float = 0.0
+    process: subprocess.Popen[bytes],
+    output: _Output | None = None,
+    until: float = 0.0,
+    say: Callable[[float], None] | None = None,
 ) -> None:
     """Interrupt terraform like a Ctrl-C would, then kill it if it does not stop in time:
     the grace period after `until` (its command's deadline, `time.monotonic()`), or after
@@ -571,7 +588,8 @@ def _stop(
     which can take minutes: killed sooner, it leaves behind what no state records. Its
     output is read meanwhile: a full pipe would keep it from finishing. Another interrupt
     (Ctrl-C, SIGTERM) meanwhile kills it at once; anything else raised meanwhile (a
-    pytest-timeout, say) is raised once terraform has stopped.
+    pytest-timeout, say) is raised once terraform has stopped. `say` is told how many
+    seconds it may take.
     """
     if process.poll() is not None:
         return
@@ -579,15 +597,8 @@ def _stop(
         os.killpg(process.pid, signal.SIGINT)
     watchdog.interrupted(process)
     deadline = max(time.monotonic(), until) + _STOP_GRACE
-    if deadline - time.monotonic() > _STOP_GRACE:
-        log.warning(
-            "terraform (pid %d) was interrupted: it finishes the operations under way and "
-            "saves its state, for up to %.0f s (its command's time, then %.0f s); interrupt "
-            "again to kill it, leaving behind what its state does not record",
-            process.pid,
-            deadline - time.monotonic(),
-            _STOP_GRACE,
-        )
+    if say is not None:
+        say(deadline - time.monotonic())
     pending: BaseException | None = None
     while True:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -147,6 +148,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "module; gives the test an `iac_drift` fixture with its Plan",
     )
     config.stash[RUN_KEY] = _iac_run(config)
+    config.stash[RUN_KEY].notify = functools.partial(signals.tell, config)
     config.stash[_TALLY_KEY] = Tally()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "iac-xdist")

@@ -14,7 +14,7 @@ import re
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -118,6 +118,7 @@ class IacRun:
     interrupts: int = 0  # Ctrl-C/SIGTERM seen: a destroy lets the first one wait, not the next
     finishing: bool = False  # pytest is finishing the session: teardowns must not raise
     progress: Progress | None = None  # the running commands, when a display shows them
+    notify: Callable[[str], None] | None = None  # says something on the terminal now
     share_sessions: bool = True  # under xdist, session deployments are the run's (`shared`)
     handed_over: list[Stack] = field(default_factory=list)  # made here, destroyed by the run
     _engine: Engine | None = None
@@ -164,6 +165,8 @@ class IacRun:
             self.prepare_home()
             self._terraform = Terraform(self.engine, self.settings, self.workdir)
             self._terraform.progress = self.progress
+            if self.notify is not None:
+                self._terraform.notify = self.notify
         return self._terraform
 
     @property

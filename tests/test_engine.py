@@ -280,6 +280,9 @@ def test_an_interrupted_command_may_stop_until_its_time_is_over(
         engine._stop(stand_in)
         assert stand_in.returncode == -9  # killed
     else:
-        engine._stop(stand_in, until=time.monotonic() + until)
+        said: list[float] = []
+        engine._stop(stand_in, until=time.monotonic() + until, say=said.append)
         assert stand_in.returncode == 0  # it ended on its own
+        [seconds] = said  # how long it may take: the rest of its time, and the grace
+        assert until < seconds <= until + 0.5
     stand_in.stdout.close()

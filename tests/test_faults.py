@@ -247,6 +247,9 @@ def test_slow(iac_deploy):
     assert code == pytest.ExitCode.INTERRUPTED, output
     # terraform got the interrupt and stopped gracefully, then the teardown destroyed.
     assert "Interrupt received" in output or "Stopping operation" in output, output
+    # It was told on the terminal how long terraform may take, and how to cut that short.
+    assert "pytest-iac: terraform was interrupted: it finishes the operations" in output
+    assert "Interrupt again to kill it" in output
     # Both: the first was created, the second is in the state as tainted.
     assert "Destroy complete! Resources: 2 destroyed." in output, output
     assert_clean(iac_home)
