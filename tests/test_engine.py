@@ -229,10 +229,16 @@ def slow_to_stop(seconds: int) -> subprocess.Popen[bytes]:
     """A stand-in for terraform that ends `seconds` after its SIGINT, leading its group."""
     script = f'trap "sleep {seconds}; exit 0" INT; echo ready; while :; do sleep 0.05; done'
     stand_in = subprocess.Popen(
-        ["sh", "-c", script], stdout=subprocess.PIPE, start_new_session=True
+        ["sh", "-c", script],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        # A shell cannot trap a signal ignored when it started, as SIGINT is in a background
+        # job (`pytest &`): it gets the default back.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert stand_in.stdout is not None
     stand_in.stdout.readline()  # its trap is set
+    stand_in.stdout.close()  # nothing more to read
     return stand_in
 
 
@@ -263,7 +269,6 @@ def test_what_is_raised_while_terraform_stops(raised: type[BaseException], ends:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert stand_in.returncode == ends
-    stand_in.stdout.close()
 
 
 @pytest.mark.parametrize("until", [None, 20.0], ids=["timed-out", "interrupted"])
@@ -285,4 +290,3 @@ def test_an_interrupted_command_may_stop_until_its_time_is_over(
         assert stand_in.returncode == 0  # it ended on its own
         [seconds] = said  # how long it may take: the rest of its time, and the grace
         assert until < seconds <= until + 0.5
-    stand_in.stdout.close()
