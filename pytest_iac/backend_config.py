@@ -43,48 +43,66 @@ def init_args(
 ) -> list[str]:
     """The `-backend-config` arguments of the init of `live_dir`'s copy at `module_dir`
     (see the module documentation); their files are written in `workdir`."""
-    args: list[str] = []
-    given: list[dict[str, Any]] = []  # each argument's settings, to find a local state path
-
-    def write(settings: Mapping[str, Any]) -> None:
-        path = workdir / f"backend-{len(args)}.tfbackend"
-        write_private(path, "".join(f"{k} = {_hcl(v)}\n" for k, v in settings.items()))
-        args.append(f"-backend-config={path}")
-        given.append(dict(settings))
-
-    def add_file(path: Path) -> None:
-        args.append(f"-backend-config={path}")
-        settings = tfconfig.backend_settings(path)
-        if settings is None:  # what it sets cannot be told: leave every path as given
-            given.append(dict.fromkeys(_LOCAL_PATHS, hcl.UNKNOWN))
-        else:
-            given.append({name: hcl.literal(text) for name, text in settings.items()})
-
     block = tfconfig.read_module(module_dir).backend
+    # In init's order: files given as they are, and settings to write to a file of our own.
+    sources: list[Path | dict[str, Any]] = []
     moved = move_block_strings(module_dir)
     if moved:
-        write(moved)
-    for file in sorted(module_dir.glob("*.tfbackend")):
-        add_file(file)
-    pending: dict[str, Any] = {}
+        sources.append(dict(moved))
+    sources.extend(sorted(module_dir.glob("*.tfbackend")))
+    run: dict[str, Any] | None = None  # the run's settings since its last file
     for item in backend_config:
+        if isinstance(item, Path) or not (isinstance(item, Mapping) or "=" in item):
+            sources.append(Path(item).resolve())
+            run = None
+            continue
+        if run is None:
+            run = {}
+            sources.append(run)
         if isinstance(item, Mapping):
-            pending.update(item)
-        elif isinstance(item, str) and "=" in item:
-            key, _, value = item.partition("=")
-            pending[key.strip()] = value
+            run.update(item)
         else:
-            if pending:
-                write(pending)
-                pending = {}
-            add_file(Path(item).resolve())
-    if pending:
-        write(pending)
+            key, _, value = item.partition("=")
+            run[key.strip()] = value
     if block is not None and block.type == "local":
-        relative = _relative_local_paths(block, given)
-        if relative:
-            write({name: str(live_dir / value) for name, value in relative.items()})
+        _absolute_local_paths(live_dir, block, sources)
+    args = []
+    for number, source in enumerate(sources):
+        if isinstance(source, dict):
+            path = workdir / f"backend-{number}.tfbackend"
+            write_private(path, "".join(f"{k} = {_hcl(v)}\n" for k, v in source.items()))
+            source = path
+        args.append(f"-backend-config={source}")
     return args
+
+
+def _absolute_local_paths(
+    live_dir: Path, block: tfconfig.Backend, sources: list[Path | dict[str, Any]]
+) -> None:
+    """A local backend's relative paths, as init will end up with them, made absolute
+    against `live_dir`: in the settings that give them when those are ours, else in
+    settings of their own, last."""
+    found: dict[str, tuple[Any, dict[str, Any] | None]] = {
+        name: (hcl.literal(block.attributes[name]), None)
+        for name in _LOCAL_PATHS
+        if name in block.attributes
+    }
+    for source in sources:
+        if isinstance(source, dict):
+            found.update({n: (source[n], source) for n in _LOCAL_PATHS if n in source})
+            continue
+        read = tfconfig.backend_settings(source)
+        for name in _LOCAL_PATHS:
+            if read is None:  # what it sets cannot be told: leave every path as given
+                found[name] = (hcl.UNKNOWN, None)
+            elif name in read:
+                found[name] = (hcl.literal(read[name]), None)
+    last: dict[str, Any] = {}
+    for name, (value, settings) in found.items():
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            (settings if settings is not None else last)[name] = str(live_dir / value)
+    if last:
+        sources.append(last)
 
 
 def move_block_strings(module_dir: Path) -> dict[str, str]:
@@ -154,22 +172,6 @@ def move_block_strings(module_dir: Path) -> dict[str, str]:
     if moved:
         path.write_bytes(text.encode("utf-8"))
     return dict(reversed(moved.items()))
-
-
-def _relative_local_paths(block: tfconfig.Backend, given: list[dict[str, Any]]) -> dict[str, str]:
-    """A local backend's paths, as init will end up with them, that are relative."""
-    found: dict[str, Any] = {
-        name: hcl.literal(block.attributes[name])
-        for name in _LOCAL_PATHS
-        if name in block.attributes
-    }
-    for settings in given:
-        found.update({name: settings[name] for name in _LOCAL_PATHS if name in settings})
-    return {
-        name: value
-        for name, value in found.items()
-        if isinstance(value, str) and value and not Path(value).is_absolute()
-    }
 
 
 def remember_settings(backend_config: Sequence[BackendConfig]) -> None:

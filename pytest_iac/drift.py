@@ -160,8 +160,9 @@ def check_drift(
     started = time.monotonic()
     name = name or live_dir.name
     live_dir = live_dir.resolve()
-    undeclared = tuple(tfconfig.undeclared_variables(live_dir, vars or {}))
-    if not has_state(live_dir):  # a new environment, say: no state to compare the code with
+    module = tfconfig.read_module(live_dir)  # read once for what is asked of it below
+    undeclared = tuple(tfconfig.undeclared_variables(live_dir, vars or {}, module=module))
+    if not has_state(live_dir, module):  # a new environment, say: no state to compare with
         return DriftResult(
             name, live_dir, "not-deployed", error=NOT_DEPLOYED, undeclared=undeclared
         )
@@ -172,6 +173,7 @@ def check_drift(
         plan, status = _plan(
             terraform,
             live_dir,
+            module,
             workdir,
             name,
             backend_config,
@@ -203,6 +205,7 @@ def _remove(directory: Path) -> None:
 def _plan(
     terraform: Terraform,
     live_dir: Path,
+    module: tfconfig.Module,
     workdir: Path,
     name: str,
     backend_config: Sequence[BackendConfig],
@@ -213,7 +216,7 @@ def _plan(
     full_plan: bool,
 ) -> tuple[Plan, Status]:
     # Masked from here on, wherever they show up: terraform's output, errors and reports.
-    remember_variables(live_dir, vars or {})  # its defaults and terraform.tfvars too
+    remember_variables(live_dir, vars or {}, module=module)  # defaults, terraform.tfvars too
     remember_settings(backend_config)
     module_dir = copy_module(live_dir, workdir / "src")
     run_env = plan_environment(terraform, env)

@@ -43,11 +43,12 @@ def _walk_module_dirs(top: Path) -> Iterator[Path]:
             yield directory
 
 
-def has_state(directory: Path) -> bool:
-    """Does `directory` declare a backend or hold a local state (see the discovery rule)?"""
+def has_state(directory: Path, module: tfconfig.Module | None = None) -> bool:
+    """Does `directory` (`module`, if read already) declare a backend or hold a local state
+    (see the discovery rule)?"""
     if (directory / DEFAULT_STATE).is_file():
         return True
-    module = tfconfig.read_module(directory)
+    module = module or tfconfig.read_module(directory)
     return module.backend is not None or not module.readable
 
 

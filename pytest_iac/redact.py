@@ -60,7 +60,11 @@ def redact(text: str) -> str:
 
 
 def remember_variables(
-    module_dir: Path, values: Mapping[str, Any], var_files: Sequence[Path] = ()
+    module_dir: Path,
+    values: Mapping[str, Any],
+    var_files: Sequence[Path] = (),
+    *,
+    module: tfconfig.Module | None = None,
 ) -> None:
     """Remember the values of the variables `module_dir` declares sensitive: their defaults,
     and what `var_files` (the module's own `terraform.tfvars` and `*.auto.tfvars` included)
@@ -69,9 +73,9 @@ def remember_variables(
 
     Where a file of the module cannot be read, any of its variables may be sensitive: every
     value given is remembered then (the safe side), and a warning says why; a var file that
-    cannot be read gets a warning too.
+    cannot be read gets a warning too. `module`: `module_dir`'s, if read already.
     """
-    module = tfconfig.read_module(module_dir)
+    module = module or tfconfig.read_module(module_dir)
     given: dict[str, list[Any]] = {}
     for path in [*tfconfig.auto_var_files(module_dir), *var_files]:
         var_file = tfconfig.read_var_file(path)

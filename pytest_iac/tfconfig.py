@@ -345,12 +345,17 @@ class VarFile:
 
 
 def undeclared_variables(
-    directory: Path, values: Iterable[str] = (), var_files: Sequence[Path] = ()
+    directory: Path,
+    values: Iterable[str] = (),
+    var_files: Sequence[Path] = (),
+    *,
+    module: Module | None = None,
 ) -> list[str]:
     """The names given values (`values`, `var_files` and the directory's own auto-loaded var
-    files) that the module in `directory` declares no variable for; Terraform ignores them.
-    None where a file cannot be read: any name may be declared there."""
-    module = read_module(directory)
+    files) that the module in `directory` (`module`, if read already) declares no variable
+    for; Terraform ignores them. None where a file cannot be read: any name may be declared
+    there."""
+    module = module or read_module(directory)
     given = {*values}
     for path in [*auto_var_files(directory), *var_files]:
         given.update(read_var_file(path).values)

@@ -166,12 +166,17 @@ def test_init_gets_the_block_s_strings_first_and_a_relative_state_path_made_abso
     (directory / "backend.tfbackend").write_text('workspace_dir = "ws"\n')
     work = workdir(tmp_path, "w")
     args = init_args(live, directory, work, ["workspace_dir=elsewhere"])
+    # Each made absolute where it is given (a file of ours), not in an argument of its own.
     assert arguments(args) == [
-        'path = "../../s/app.tfstate"\n',
+        f'path = "{live}/../../s/app.tfstate"\n',
         "backend.tfbackend",
-        'workspace_dir = "elsewhere"\n',
-        f'path = "{live}/../../s/app.tfstate"\nworkspace_dir = "{live}/elsewhere"\n',
+        f'workspace_dir = "{live}/elsewhere"\n',
     ]
+    # Where the path that wins is in a file of the directory's: a last argument of ours.
+    other = module(tmp_path / "other", 'terraform {\n  backend "local" {}\n}\n')
+    (other / "backend.tfbackend").write_text('path = "own.tfstate"\n')
+    args = init_args(live, other, workdir(tmp_path, "own"), [])
+    assert arguments(args) == ["backend.tfbackend", f'path = "{live}/own.tfstate"\n']
     for arg in args:
         path = Path(arg.removeprefix("-backend-config="))
         if path.parent == work:
@@ -210,7 +215,7 @@ def test_a_settings_file_that_cannot_be_read_leaves_the_state_path_as_given(
     other = module(tmp_path / "other", block)
     (other / "b.tfbackend").write_text('path = "/srv/app.tfstate"\nx {\n}\n')
     args = init_args(live, other, workdir(tmp_path, "broken"), [])
-    assert arguments(args) == ['path = "default.tfstate"\n', "b.tfbackend"]
+    assert arguments(args) == ['path = "default.tfstate"\n', "b.tfbackend"]  # as given
 
 
 def test_a_template_sign_in_a_setting_is_not_a_template(tmp_path: Path) -> None:
