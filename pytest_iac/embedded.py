@@ -400,21 +400,15 @@ class Worker:
         self.broken = True
         with contextlib.suppress(OSError):
             self._send({"cancel": run_id})
-        pending: BaseException | None = None
-        while True:
-            try:
+
+        def wait() -> None:
+            with contextlib.suppress(WorkerCrashed):
                 self._pump(until, sink)  # False: not over by then
-                break
-            except WorkerCrashed:
-                break
-            except KeyboardInterrupt:
-                self.kill()  # interrupted again while it stops: at once
-                raise
-            except BaseException as error:  # a pytest-timeout, say: raised once it stopped
-                pending = pending or error
-        self.kill()
-        if pending is not None:
-            raise pending
+
+        try:
+            watchdog.wait_while_stopping(wait, self.kill)
+        finally:
+            self.kill()
 
     def _crashed(self, sink: LineSink | None = None) -> WorkerCrashed:
         """The worker is gone: collect the rest of its output and its exit status."""

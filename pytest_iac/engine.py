@@ -599,23 +599,16 @@ def _stop(
     deadline = max(time.monotonic(), until) + _STOP_GRACE
     if say is not None:
         say(deadline - time.monotonic())
-    pending: BaseException | None = None
-    while True:
+
+    def wait() -> None:
+        if output is not None:
+            output.read(deadline)
         try:
-            if output is not None:
-                output.read(deadline)
             process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            break
         except subprocess.TimeoutExpired:
             _kill_group(process)
-            break
-        except KeyboardInterrupt:
-            _kill_group(process)  # interrupted again: never leave terraform on its own
-            raise
-        except BaseException as error:  # the stop goes on; this is raised after it
-            pending = pending or error
-    if pending is not None:
-        raise pending
+
+    watchdog.wait_while_stopping(wait, lambda: _kill_group(process))
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

@@ -46,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 STOP_GRACE = 60.0  # seconds past its command's time for an interrupted terraform to save
 MAX_WAIT = 24 * 3600.0  # the longest one wait on a selector (epoll takes at most ~24 days)
@@ -95,6 +96,27 @@ class _Client:
 
 _client = _Client()
 os.register_at_fork(after_in_child=_client.forget_parent)
+
+
+def wait_while_stopping(wait: Callable[[], None], kill: Callable[[], None]) -> None:
+    """Wait (`wait` returns once it has stopped, or was ended) for what pytest interrupted.
+
+    Another interrupt meanwhile (Ctrl-C, SIGTERM) kills it at once (`kill`) and is raised;
+    anything else raised meanwhile (a pytest-timeout, say) is raised once it has stopped:
+    the stop goes on, as a kill would leave behind what no state records.
+    """
+    pending: BaseException | None = None
+    while True:
+        try:
+            wait()
+            break
+        except KeyboardInterrupt:
+            kill()
+            raise
+        except BaseException as error:
+            pending = pending or error
+    if pending is not None:
+        raise pending
 
 
 def watch(
